@@ -1,0 +1,24 @@
+# Two commands on a fresh machine: `make demo` (install + offline end-to-end run) and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+
+.PHONY: install demo test bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	# The CPU wheel of torch first: otherwise pip resolves torch to the multi-GB CUDA build.
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+
+install: $(PY)
+	$(PY) -m pip install -q -e ".[test,demo,onnx,plot]"
+
+demo: install
+	$(PY) -m zhcls.demo --out demo_out
+
+test: install
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache

@@ -1,0 +1,205 @@
+"""`zhcls` command line: argument parsing only; every command calls the Python API.
+
+Imports of torch and friends happen inside the commands, so `zhcls --help` answers at once.
+Flag names are those of PaddleNLP's multi_class scripts (train.py, predict.py, export_model.py,
+prune.py, analysis/evaluate.py), plus zhcls's own.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+
+def _add_common_data(p, *, train=True):
+    p.add_argument("--dataset_dir", required=True, help="folder with train.txt, dev.txt, [test.txt], label.txt")
+    if train:
+        p.add_argument("--train_file", default="train.txt", help="training file name in --dataset_dir")
+    p.add_argument("--dev_file", default="dev.txt", help="dev file name in --dataset_dir")
+    p.add_argument("--label_file", default="label.txt", help="label file name in --dataset_dir")
+
+
+def _add_runtime(p):
+    p.add_argument("--device", default="auto", help="cpu, gpu or auto (default: gpu when available)")
+    p.add_argument("--max_seq_length", type=int, default=None, help="truncate longer inputs (default: the model's)")
+    p.add_argument("--batch_size", type=int, default=32)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zhcls", description="Chinese text classification with small Transformer "
+                                     "encoders: train, evaluate, predict, export.")
+    parser.add_argument("--version", action="version", version=f"zhcls {_version()}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    t = sub.add_parser("train", help="fine-tune a model on a dataset folder (keeps the best dev checkpoint)")
+    _add_common_data(t)
+    t.add_argument("--model_name", "--model", dest="model_name", default="ernie-3.0-medium-zh",
+                   help="zoo name (see `zhcls models`), hub id, or local folder (HF, PaddleNLP or TensorFlow format)")
+    t.add_argument("--save_dir", default="./checkpoint", help="where the best checkpoint is written")
+    t.add_argument("--device", default="auto", help="cpu, gpu or auto")
+    t.add_argument("--max_seq_length", type=int, default=128)
+    t.add_argument("--batch_size", type=int, default=32)
+    t.add_argument("--learning_rate", type=float, default=None, help="default 3e-5 (pretrained), 5e-4 (--init_random)")
+    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--early_stop", action="store_true", help="stop after --early_stop_nums epochs without dev improvement")
+    t.add_argument("--early_stop_nums", type=int, default=3)
+    t.add_argument("--logging_steps", type=int, default=5)
+    t.add_argument("--weight_decay", type=float, default=0.0)
+    t.add_argument("--warmup", action="store_true", help="linear warmup (with --warmup_steps or --warmup_proportion)")
+    t.add_argument("--warmup_steps", type=int, default=0)
+    t.add_argument("--warmup_proportion", type=float, default=None, help="warmup as a ratio of all steps")
+    t.add_argument("--init_from_ckpt", default=None, help="start from these weights (checkpoint folder or .safetensors)")
+    t.add_argument("--seed", type=int, default=3)
+    t.add_argument("--task", default="auto", choices=["auto", "text", "pair"])
+    t.add_argument("--problem_type", default="multi_class", choices=["multi_class", "multi_label", "hierarchical"])
+    t.add_argument("--init_random", action="store_true", help="build --model's architecture with fresh weights (no download)")
+    t.add_argument("--vocab_file", default=None, help="vocab.txt to use instead of the model's")
+    t.add_argument("--vocab_from_data", action="store_true", help="build a WordPiece vocab from the training texts")
+    t.add_argument("--vocab_size", type=int, default=8000, help="size of the --vocab_from_data vocab")
+    t.add_argument("--amp", default="auto", choices=["auto", "none", "bf16", "fp16"], help="mixed precision (auto: on GPU only)")
+    t.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    t.add_argument("--resume", action="store_true", help="continue the interrupted run in --save_dir")
+    t.add_argument("--save_steps", type=int, default=0, help="also save the resumable state every N steps")
+    t.add_argument("--max_steps", type=int, default=0, help="stop after N optimizer steps")
+    t.add_argument("--threads", type=int, default=0, help="CPU threads (default: all cores)")
+    t.add_argument("--cache_dir", default=None, help="hub download cache")
+
+    e = sub.add_parser("evaluate", help="accuracy, top-k, per-class P/R/F1, confusion matrix and bad cases")
+    _add_common_data(e)
+    e.add_argument("--test_file", default="test.txt", help="test file name in --dataset_dir (used when present)")
+    e.add_argument("--params_path", default="./checkpoint", help="checkpoint or export folder")
+    e.add_argument("--output_dir", default=None, help="where reports go (default: PARAMS_PATH/eval)")
+    e.add_argument("--splits", default="train,dev,test", help="comma-separated splits to evaluate")
+    e.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
+    _add_runtime(e)
+
+    p = sub.add_parser("predict", help="label every line of data.txt")
+    p.add_argument("--dataset_dir", default=".", help="folder holding --data_file")
+    p.add_argument("--data_file", default="data.txt", help="one text (or text_a<TAB>text_b) per line")
+    p.add_argument("--label_file", default=None, help="optional: check the model's labels against this label.txt")
+    p.add_argument("--params_path", default="./checkpoint", help="checkpoint or export folder")
+    p.add_argument("--output_file", default="output.txt", help="text<TAB>label<TAB>confidence per input line")
+    p.add_argument("--topk", type=int, default=1, help="also write the k best labels")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
+    _add_runtime(p)
+
+    sub.add_parser("models", help="list the model zoo")
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+class _TqdmHandler(logging.Handler):
+    """Log lines that do not tear tqdm's progress bars."""
+
+    def emit(self, record):
+        from tqdm import tqdm
+
+        tqdm.write(self.format(record), file=sys.stderr)
+
+
+def _setup_logging(quiet: bool) -> None:
+    handler = _TqdmHandler()
+    handler.setFormatter(logging.Formatter("[zhcls] %(message)s"))
+    logger = logging.getLogger("zhcls")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    logger.propagate = False
+
+
+def cmd_train(args) -> None:
+    from .train import TrainConfig, train
+
+    fields = {k: v for k, v in vars(args).items() if k not in ("command", "quiet")}
+    result = train(TrainConfig(**fields, progress=not args.quiet))
+    print(f"best dev score {result.best_score:.4f} (epoch {result.best_epoch}) in {result.seconds:.0f}s; "
+          f"checkpoint: {result.save_dir}")
+
+
+def cmd_evaluate(args) -> None:
+    from .evaluate import evaluate
+
+    splits = [s.strip() for s in args.splits.split(",") if s.strip()]
+    bad = set(splits) - {"train", "dev", "test"}
+    if bad:
+        from .errors import ZhclsError
+
+        raise ZhclsError(f"--splits: unknown split(s) {', '.join(sorted(bad))}; choose from train, dev, test")
+    from .metrics import format_report
+
+    reports = evaluate(args.params_path, args.dataset_dir, splits=splits, output_dir=args.output_dir,
+                       batch_size=args.batch_size, max_seq_length=args.max_seq_length, device=args.device,
+                       backend=args.backend, train_file=args.train_file, dev_file=args.dev_file,
+                       test_file=args.test_file, label_file=args.label_file, progress=not args.quiet)
+    for split, report in reports.items():
+        print(format_report(report, title=split))
+
+
+def cmd_predict(args) -> None:
+    from pathlib import Path
+
+    from . import data
+    from .errors import ZhclsError
+    from .predict import load, read_meta, write_predictions
+
+    # Validate the input before loading the model.
+    meta = read_meta(args.params_path)
+    examples = data.read_texts(Path(args.dataset_dir) / args.data_file, meta.get("task", "auto"))
+    if not examples:
+        raise ZhclsError(f"{Path(args.dataset_dir) / args.data_file}: no text to predict")
+    predictor = load(args.params_path, backend=args.backend, device=args.device, batch_size=args.batch_size,
+                     max_seq_length=args.max_seq_length)
+    if args.label_file:
+        labels = data.read_labels(Path(args.dataset_dir) / args.label_file, predictor.problem_type)
+        if labels != predictor.labels:
+            raise ZhclsError(f"{args.label_file}: labels differ from the model's ({', '.join(predictor.labels[:5])}, ...)")
+    texts = [(e.text_a, e.text_b) if e.text_b is not None else e.text_a for e in examples]
+    results = predictor.predict(texts, topk=args.topk, progress=not args.quiet)
+    write_predictions(args.output_file, texts, results, topk=args.topk)
+    print(f"{len(results)} predictions written to {args.output_file}")
+
+
+def cmd_models(args) -> None:
+    from .modeling import EncoderConfig, count_parameters
+    from .zoo import MODELS
+
+    header = f"{'name':34} {'layers/hidden/heads':>19} {'params':>8} {'source':>6}  published dev accuracy"
+    print(header)
+    print("-" * len(header))
+    for m in MODELS:
+        params = count_parameters(EncoderConfig.from_dict(m.config_dict()))
+        shape = f"{m.layers}/{m.hidden}/{m.heads}"
+        published = ", ".join(f"{k} {v}" for k, v in m.published.items())
+        print(f"{m.name:34} {shape:>19} {params / 1e6:7.1f}M {m.source_format:>6}  {published}")
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "models": cmd_models}
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    _setup_logging(args.quiet)
+    from .errors import ZhclsError
+
+    try:
+        COMMANDS[args.command](args)
+    except ZhclsError as e:
+        print(f"zhcls: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("zhcls: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

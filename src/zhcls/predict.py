@@ -1,0 +1,160 @@
+"""Batch prediction. `zhcls.load(path).predict(["text", ...])` is the whole API.
+
+The `Predictor` base class owns tokenisation, length-sorted batching and restoring input order;
+backends only turn a padded batch into logits. This module imports no torch at import time, so the
+ONNX backend runs in a deployment image without it.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .batching import inference_batches
+from .errors import ZhclsError
+from .tokenizer import Tokenizer
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-logits))
+
+
+class Predictor:
+    """Texts in, labels and probabilities out, in input order. Subclasses implement `_forward`."""
+
+    def __init__(self, tokenizer: Tokenizer, labels: list[str], *, max_seq_length: int = 128,
+                 batch_size: int = 32, problem_type: str = "multi_class", task: str = "text"):
+        self.tokenizer, self.labels = tokenizer, list(labels)
+        self.max_seq_length, self.batch_size = max_seq_length, batch_size
+        self.problem_type, self.task = problem_type, task
+
+    def _forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+    def logits(self, texts_a: list[str], texts_b: list[str] | None = None, progress: bool = False) -> np.ndarray:
+        enc = self.tokenizer.encode(list(texts_a), None if texts_b is None else list(texts_b), self.max_seq_length)
+        out = np.zeros((len(texts_a), len(self.labels)), dtype=np.float32)
+        batches = inference_batches([len(ids) for ids in enc.input_ids], self.batch_size)
+        for idx in tqdm(batches, desc="predict", unit="batch", disable=not progress, leave=False):
+            batch = self.tokenizer.pad([enc.input_ids[i] for i in idx], [enc.token_type_ids[i] for i in idx])
+            out[idx] = self._forward(batch)
+        return out
+
+    def predict_proba(self, texts, progress: bool = False) -> np.ndarray:
+        texts_a, texts_b = self._split(texts)
+        logits = self.logits(texts_a, texts_b, progress)
+        return softmax(logits) if self.problem_type == "multi_class" else sigmoid(logits)
+
+    def predict(self, texts, topk: int = 1, threshold: float = 0.5, progress: bool = False) -> list[dict]:
+        """One dict per text: ``label`` and ``score`` (multi-class: the top one, plus ``topk`` pairs when
+        topk > 1) or ``labels`` and ``scores`` (multi-label: every label above ``threshold``)."""
+        probs = self.predict_proba(texts, progress)
+        results = []
+        for p in probs:
+            if self.problem_type == "multi_class":
+                best = np.argsort(-p, kind="stable")[:max(topk, 1)]
+                r = {"label": self.labels[best[0]], "score": float(p[best[0]])}
+                if topk > 1:
+                    r["topk"] = [(self.labels[i], float(p[i])) for i in best]
+            else:
+                chosen = np.flatnonzero(p >= threshold)
+                r = {"labels": [self.labels[i] for i in chosen], "scores": [float(p[i]) for i in chosen]}
+            results.append(r)
+        return results
+
+    def _split(self, texts) -> tuple[list[str], list[str] | None]:
+        if isinstance(texts, str):
+            raise ZhclsError("predict() takes a list of texts (or of (text_a, text_b) pairs), not one string")
+        texts = list(texts)
+        pairs = [isinstance(t, (tuple, list)) for t in texts]
+        if any(pairs) and not all(pairs):
+            raise ZhclsError("predict(): mix of single texts and pairs in one call")
+        if texts and all(pairs):
+            if any(len(t) != 2 for t in texts):
+                raise ZhclsError("predict(): a pair must have exactly two texts")
+            return [a for a, _ in texts], [b for _, b in texts]
+        return texts, None
+
+
+class TorchPredictor(Predictor):
+    """PyTorch backend: a checkpoint folder, on CPU or GPU (autocast bf16 on GPU when asked)."""
+
+    def __init__(self, model, tokenizer: Tokenizer, meta: dict, *, device: str = "auto", batch_size: int = 32,
+                 max_seq_length: int | None = None, amp: str = "none"):
+        super().__init__(tokenizer, model.config.labels, max_seq_length=max_seq_length or meta.get("max_seq_length", 128),
+                         batch_size=batch_size, problem_type=meta.get("problem_type", "multi_class"),
+                         task=meta.get("task", "text"))
+        import torch
+
+        from .train import resolve_device
+
+        self.torch, self.device = torch, resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+
+    def _forward(self, batch):
+        torch = self.torch
+        inputs = {k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}
+        with torch.inference_mode(), torch.autocast(self.device.type, self.amp_dtype or torch.float32,
+                                                    enabled=self.amp_dtype is not None):
+            return self.model(**inputs).float().cpu().numpy()
+
+
+def load(path, *, backend: str = "auto", device: str = "auto", batch_size: int = 32,
+         max_seq_length: int | None = None, **kwargs) -> Predictor:
+    """A predictor for a checkpoint folder (PyTorch) or an export folder with model.onnx (ONNX Runtime)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ZhclsError(f"{path}: no such model folder (expected a checkpoint from `zhcls train` or an export from `zhcls export`)")
+    if backend == "auto":
+        backend = "onnx" if (path / "model.onnx").exists() else "torch"
+    if backend == "onnx":
+        from .onnx_predict import OnnxPredictor
+
+        return OnnxPredictor.from_dir(path, device=device, batch_size=batch_size, max_seq_length=max_seq_length, **kwargs)
+    if backend != "torch":
+        raise ZhclsError(f"unknown backend {backend!r}: expected torch, onnx or auto")
+    from .checkpoint import load_checkpoint
+
+    model, tokenizer, meta = load_checkpoint(path)
+    return TorchPredictor(model, tokenizer, meta, device=device, batch_size=batch_size,
+                          max_seq_length=max_seq_length, **kwargs)
+
+
+def write_predictions(path, texts, results: list[dict], *, topk: int = 1) -> None:
+    """PaddleNLP's predict.py output: one line per input, ``text<TAB>label<TAB>confidence``.
+    With topk > 1, the k labels and confidences follow as ``label:score`` fields."""
+    from .io import atomic_open
+
+    with atomic_open(path) as f:
+        f.write("text\tlabel\tconfidence" + ("\ttopk" if topk > 1 else "") + "\n")
+        for text, r in zip(texts, results):
+            shown = "\t".join(text) if isinstance(text, (tuple, list)) else text
+            if "label" in r:
+                line = f"{shown}\t{r['label']}\t{r['score']:.4f}"
+                if topk > 1:
+                    line += "\t" + " ".join(f"{label}:{score:.4f}" for label, score in r["topk"])
+            else:
+                line = f"{shown}\t{','.join(r['labels'])}\t{','.join(f'{s:.4f}' for s in r['scores'])}"
+            f.write(line + "\n")
+
+
+
+def read_meta(path) -> dict:
+    """The ``zhcls`` block of a model folder's config.json (task, problem type, max length), read
+    without loading the model so that data can be validated first."""
+    config = Path(path) / "config.json"
+    if not config.exists():
+        raise ZhclsError(f"{path}: not a model folder (no config.json); expected a checkpoint from `zhcls train` "
+                         "or an export from `zhcls export`")
+    try:
+        return json.loads(config.read_text(encoding="utf-8")).get("zhcls", {})
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ZhclsError(f"{config}: not valid JSON ({e})") from None

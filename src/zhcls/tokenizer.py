@@ -1,0 +1,209 @@
+"""BERT WordPiece tokenizer for Chinese, giving the ids PaddleNLP's BertTokenizer / ErnieTokenizer give.
+
+The work is done by the Rust `tokenizers` library: BERT normalisation (clean text, space around CJK
+characters, lowercase, strip accents), BERT pre-tokenisation (split on whitespace and punctuation)
+and greedy longest-match WordPiece. Two PaddleNLP behaviours are added on top:
+
+- PaddleNLP splits every Unicode symbol (categories Sm, Sc, Sk, So: ``～ ￥ × ℃ ｜``) off as its own
+  token, as BERT does with punctuation; the Rust pre-tokenizer (and transformers) does not.
+- Longest-first truncation of a pair removes one token at a time from the longer text, the second
+  text on a tie, so when both are cut the first keeps the odd token. The Rust truncation gives it
+  to the second, so truncation and ``[CLS] a [SEP] b [SEP]`` assembly are done here.
+
+This module must not import torch: the ONNX deployment path uses it without.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Regex, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Tokenizer as RustTokenizer
+
+from .errors import ZhclsError
+from .io import atomic_open
+
+PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
+SPECIAL_TOKENS = [PAD, UNK, CLS, SEP, MASK]
+DEFAULT_MAX_SEQ_LENGTH = 128
+# PaddleNLP's BasicTokenizer treats these like punctuation: each one becomes a token of its own.
+SYMBOL = Regex(r"[\p{Sm}\p{Sc}\p{Sk}\p{So}]")
+
+
+@dataclass
+class Encoded:
+    """Unpadded model inputs, one list per text: ``[CLS] a [SEP]`` or ``[CLS] a [SEP] b [SEP]``."""
+
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]]
+
+
+def _normalizer(do_lower_case: bool) -> normalizers.Normalizer:
+    # As in BERT, accents are stripped exactly when lowercasing.
+    return normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=do_lower_case, lowercase=do_lower_case
+    )
+
+
+def _pre_tokenizer() -> pre_tokenizers.PreTokenizer:
+    return pre_tokenizers.Sequence([pre_tokenizers.BertPreTokenizer(), pre_tokenizers.Split(SYMBOL, "isolated")])
+
+
+def read_vocab(vocab_file: str | Path) -> list[str]:
+    """The tokens of a vocab.txt, one per line; the line number is the id."""
+    try:
+        # Iterating the file splits on newlines only; str.splitlines() would also split on the
+        # U+2028 token in bert-base-chinese's vocab and shift every later id.
+        with open(vocab_file, encoding="utf-8") as f:
+            tokens = [line.rstrip("\n") for line in f]
+    except FileNotFoundError:
+        raise ZhclsError(f"{vocab_file}: vocab file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ZhclsError(f"{vocab_file}: cannot read vocab file ({e})") from None
+    missing = [t for t in (PAD, UNK, CLS, SEP) if t not in tokens]
+    if missing:
+        raise ZhclsError(f"{vocab_file}: vocab lacks the special tokens {' '.join(missing)}")
+    return tokens
+
+
+class Tokenizer:
+    """WordPiece tokenizer with PaddleNLP's ids, batched pair encoding, truncation and padding."""
+
+    def __init__(self, vocab_file: str | Path, do_lower_case: bool = True, max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH):
+        if max_seq_length < 3:
+            raise ZhclsError(f"max_seq_length must be at least 3 ([CLS] x [SEP]), got {max_seq_length}")
+        self.vocab = read_vocab(vocab_file)
+        self.do_lower_case = do_lower_case
+        self.max_seq_length = max_seq_length
+        # A token listed twice keeps its later line, as in PaddleNLP and transformers ('$' in ERNIE's vocab).
+        token_to_id = {token: i for i, token in enumerate(self.vocab)}
+        self.vocab_size = len(self.vocab)  # ids run to the last line, duplicates included
+        self.pad_token_id = token_to_id[PAD]
+        self.unk_token_id = token_to_id[UNK]
+        self.cls_token_id = token_to_id[CLS]
+        self.sep_token_id = token_to_id[SEP]
+
+        self._rust = RustTokenizer(models.WordPiece(token_to_id, unk_token=UNK, max_input_chars_per_word=100))
+        self._rust.normalizer = _normalizer(do_lower_case)
+        self._rust.pre_tokenizer = _pre_tokenizer()
+        # Special tokens written in the text stay whole, as in PaddleNLP and transformers.
+        self._rust.add_special_tokens([t for t in SPECIAL_TOKENS if t in token_to_id])
+
+    @classmethod
+    def from_dir(cls, path: str | Path) -> Tokenizer:
+        """Load vocab.txt and, if present, tokenizer_config.json (do_lower_case, model_max_length)."""
+        path = Path(path)
+        config = {}
+        config_file = path / "tokenizer_config.json"
+        if config_file.is_file():
+            try:
+                config = json.loads(config_file.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise ZhclsError(f"{config_file}: cannot read tokenizer config ({e})") from None
+        max_len = config.get("model_max_length")
+        # transformers writes a huge number (1e30) when the limit is unknown.
+        if not isinstance(max_len, int) or not 3 <= max_len <= 100_000:
+            max_len = DEFAULT_MAX_SEQ_LENGTH
+        return cls(path / "vocab.txt", do_lower_case=bool(config.get("do_lower_case", True)), max_seq_length=max_len)
+
+    def save(self, path: str | Path) -> None:
+        """Write vocab.txt, tokenizer_config.json and special_tokens_map.json (transformers' BertTokenizer layout)."""
+        path = Path(path)
+        specials = {f"{name}_token": t for name, t in zip(("pad", "unk", "cls", "sep", "mask"), SPECIAL_TOKENS)
+                    if t in self.vocab}
+        config = {
+            "tokenizer_class": "BertTokenizer",
+            "do_lower_case": self.do_lower_case,
+            "model_max_length": self.max_seq_length,
+            "tokenize_chinese_chars": True,
+            "strip_accents": None,
+            **specials,
+        }
+        # Every line is written back, duplicates too, so that ids do not shift.
+        with atomic_open(path / "vocab.txt", "w") as f:
+            f.write("".join(token + "\n" for token in self.vocab))
+        with atomic_open(path / "tokenizer_config.json", "w") as f:
+            json.dump(config, f, ensure_ascii=False, indent=2)
+        with atomic_open(path / "special_tokens_map.json", "w") as f:
+            json.dump(specials, f, ensure_ascii=False, indent=2)
+
+    def tokenize(self, text: str) -> list[str]:
+        """The WordPiece tokens of one text, without [CLS]/[SEP] (for debugging and docs)."""
+        return self._rust.encode(text, add_special_tokens=False).tokens
+
+    def encode(
+        self, texts_a: list[str], texts_b: list[str] | None = None, max_seq_length: int | None = None
+    ) -> Encoded:
+        """Encode texts (or text pairs) to ``[CLS] a [SEP] (b [SEP])``, truncated to max_seq_length."""
+        max_len = max_seq_length or self.max_seq_length
+        if max_len < 3 or (texts_b is not None and max_len < 4):
+            raise ZhclsError(f"max_seq_length {max_len} leaves no room for text next to [CLS] and [SEP]")
+        if texts_b is not None and len(texts_b) != len(texts_a):
+            raise ValueError(f"{len(texts_a)} first texts but {len(texts_b)} second texts")
+        # One Rust call tokenizes everything, in parallel; offsets are not needed.
+        texts = list(texts_a) if texts_b is None else [*texts_a, *texts_b]
+        ids = [e.ids for e in self._rust.encode_batch_fast(texts, add_special_tokens=False)]
+        cls, sep = self.cls_token_id, self.sep_token_id
+        if texts_b is None:
+            input_ids = [[cls, *a[: max_len - 2], sep] for a in ids]
+            return Encoded(input_ids, [[0] * len(x) for x in input_ids])
+        input_ids, token_type_ids = [], []
+        for a, b in zip(ids[: len(texts_a)], ids[len(texts_a):]):
+            n_a, n_b = _longest_first(len(a), len(b), max_len - 3)
+            input_ids.append([cls, *a[:n_a], sep, *b[:n_b], sep])
+            token_type_ids.append([0] * (n_a + 2) + [1] * (n_b + 1))
+        return Encoded(input_ids, token_type_ids)
+
+    def pad(
+        self, input_ids: list[list[int]], token_type_ids: list[list[int]], pad_to: int | None = None
+    ) -> dict[str, np.ndarray]:
+        """Right-pad a batch to its longest sequence (or to pad_to): int64 input_ids, token_type_ids, attention_mask."""
+        lengths = np.fromiter(map(len, input_ids), dtype=np.int64, count=len(input_ids))
+        longest = int(lengths.max(initial=0))
+        width = longest if pad_to is None else pad_to
+        if width < longest:
+            raise ValueError(f"pad_to={pad_to} is shorter than the longest sequence ({longest})")
+        mask = np.arange(width) < lengths[:, None]
+        total = int(lengths.sum())
+        # Boolean-mask assignment fills row by row, left to right: the order of the flattened lists.
+        ids = np.full(mask.shape, self.pad_token_id, dtype=np.int64)
+        ids[mask] = np.fromiter(itertools.chain.from_iterable(input_ids), dtype=np.int64, count=total)
+        types = np.zeros(mask.shape, dtype=np.int64)
+        types[mask] = np.fromiter(itertools.chain.from_iterable(token_type_ids), dtype=np.int64, count=total)
+        return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask.astype(np.int64)}
+
+
+def _longest_first(n_a: int, n_b: int, budget: int) -> tuple[int, int]:
+    """Lengths after PaddleNLP's longest-first truncation of a pair to ``budget`` tokens.
+
+    PaddleNLP removes one token at a time from the longer text, from the second on a tie; this is
+    its closed form: the shorter text is kept whole if it fits in half, else the first gets the odd token.
+    """
+    if n_a + n_b <= budget:
+        return n_a, n_b
+    if n_a <= n_b:
+        n_a = min(n_a, (budget + 1) // 2)
+        return n_a, budget - n_a
+    n_b = min(n_b, budget // 2)
+    return budget - n_b, n_b
+
+
+def build_vocab(texts: Iterable[str], vocab_size: int = 8000, min_frequency: int = 2) -> list[str]:
+    """A WordPiece vocab learnt from training texts (``--vocab_from_data``), for when no vocab is at hand.
+
+    Special tokens come first ([PAD] is 0), then every CJK character seen, then the WordPiece pieces.
+    The texts go through the same normalizer and pre-tokenizer as :class:`Tokenizer`.
+    """
+    rust = RustTokenizer(models.WordPiece(unk_token=UNK))
+    rust.normalizer = _normalizer(do_lower_case=True)
+    rust.pre_tokenizer = _pre_tokenizer()
+    trainer = trainers.WordPieceTrainer(
+        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS, show_progress=False
+    )
+    rust.train_from_iterator(texts, trainer)
+    learnt = sorted(rust.get_vocab().items(), key=lambda item: item[1])
+    return [token for token, _ in learnt]
