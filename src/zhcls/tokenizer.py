@@ -1,13 +1,17 @@
-"""BERT WordPiece tokenizer for Chinese, giving the ids PaddleNLP's BertTokenizer / ErnieTokenizer give.
+"""BERT WordPiece tokenizer for Chinese, giving exactly the ids PaddleNLP's BertTokenizer / ErnieTokenizer give.
 
-The work is done by the Rust `tokenizers` library: BERT normalisation (clean text, space around CJK
-characters, lowercase, strip accents), BERT pre-tokenisation (split on whitespace and punctuation)
-and greedy longest-match WordPiece. Two PaddleNLP behaviours are added on top:
+The work is done by the Rust `tokenizers` library: BERT normalisation (drop control characters,
+space around CJK characters, lowercase, strip accents), BERT pre-tokenisation (split on whitespace
+and punctuation) and greedy longest-match WordPiece. Three PaddleNLP behaviours are added:
 
-- PaddleNLP splits every Unicode symbol (categories Sm, Sc, Sk, So: ``～ ￥ × ℃ ｜``) off as its own
-  token, as BERT does with punctuation; the Rust pre-tokenizer (and transformers) does not.
-- Longest-first truncation of a pair removes one token at a time from the longer text, the second
-  text on a tie, so when both are cut the first keeps the odd token. The Rust truncation gives it
+- PaddleNLP splits every Unicode symbol (categories Sm, Sc, Sk, So: ``～ ￥ × ℃ ｜``) and a few more
+  characters (``² µ º 〇 ŋ``) off as tokens of their own, as BERT does with punctuation; the Rust
+  pre-tokenizer (and transformers) does not.
+- PaddleNLP ran on Python 3.11, whose Unicode 14 tables are newer than those built into the Rust
+  BERT components: marks, punctuation and format characters added since Unicode 10 would be kept
+  as letters. Regexes, whose tables are current, do those steps again.
+- Longest-first truncation of a pair removes one token at a time from the longer text, from the
+  second on a tie, so when both are cut the first keeps the odd token. Rust's truncation gives it
   to the second, so truncation and ``[CLS] a [SEP] b [SEP]`` assembly are done here.
 
 This module must not import torch: the ONNX deployment path uses it without.
@@ -30,8 +34,13 @@ from .io import atomic_open
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = [PAD, UNK, CLS, SEP, MASK]
 DEFAULT_MAX_SEQ_LENGTH = 128
-# PaddleNLP's BasicTokenizer treats these like punctuation: each one becomes a token of its own.
-SYMBOL = Regex(r"[\p{Sm}\p{Sc}\p{Sk}\p{So}]")
+# PaddleNLP's BasicTokenizer makes a token of each punctuation mark and each symbol: Unicode categories
+# P and S, plus the code points its _is_symbol() lists (soft hyphen, ² º µ Ø ŋ Ʊ 〇).
+PADDLE_EXTRA_SYMBOLS = "\u00ad\u00b2\u00ba\u00b5\u00d8\u014b\u01b1\u3007"
+PUNCTUATION_OR_SYMBOL = Regex(r"[\p{P}\p{S}" + PADDLE_EXTRA_SYMBOLS + "]")
+# Control, format, private-use and unassigned characters (Unicode category C), except tab and newlines.
+CONTROL = Regex(r"[^\P{C}\t\n\r]")
+NONSPACING_MARK = Regex(r"\p{Mn}")
 
 
 @dataclass
@@ -43,14 +52,22 @@ class Encoded:
 
 
 def _normalizer(do_lower_case: bool) -> normalizers.Normalizer:
-    # As in BERT, accents are stripped exactly when lowercasing.
-    return normalizers.BertNormalizer(
-        clean_text=True, handle_chinese_chars=True, strip_accents=do_lower_case, lowercase=do_lower_case
-    )
+    """PaddleNLP's text cleaning; the regex steps use newer Unicode tables than BertNormalizer's."""
+    steps = [
+        normalizers.Replace(CONTROL, ""),
+        normalizers.BertNormalizer(
+            clean_text=True, handle_chinese_chars=True, strip_accents=False, lowercase=do_lower_case
+        ),
+    ]
+    if do_lower_case:  # as in BERT, accents are stripped exactly when lowercasing, after it
+        steps += [normalizers.NFD(), normalizers.Replace(NONSPACING_MARK, "")]
+    return normalizers.Sequence(steps)
 
 
 def _pre_tokenizer() -> pre_tokenizers.PreTokenizer:
-    return pre_tokenizers.Sequence([pre_tokenizers.BertPreTokenizer(), pre_tokenizers.Split(SYMBOL, "isolated")])
+    # BertPreTokenizer splits on whitespace and (older tables') punctuation; the regex does the rest.
+    split = pre_tokenizers.Split(PUNCTUATION_OR_SYMBOL, "isolated")
+    return pre_tokenizers.Sequence([pre_tokenizers.BertPreTokenizer(), split])
 
 
 def read_vocab(vocab_file: str | Path) -> list[str]:
@@ -74,8 +91,6 @@ class Tokenizer:
     """WordPiece tokenizer with PaddleNLP's ids, batched pair encoding, truncation and padding."""
 
     def __init__(self, vocab_file: str | Path, do_lower_case: bool = True, max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH):
-        if max_seq_length < 3:
-            raise ZhclsError(f"max_seq_length must be at least 3 ([CLS] x [SEP]), got {max_seq_length}")
         self.vocab = read_vocab(vocab_file)
         self.do_lower_case = do_lower_case
         self.max_seq_length = max_seq_length
@@ -140,8 +155,9 @@ class Tokenizer:
     ) -> Encoded:
         """Encode texts (or text pairs) to ``[CLS] a [SEP] (b [SEP])``, truncated to max_seq_length."""
         max_len = max_seq_length or self.max_seq_length
-        if max_len < 3 or (texts_b is not None and max_len < 4):
-            raise ZhclsError(f"max_seq_length {max_len} leaves no room for text next to [CLS] and [SEP]")
+        n_special = 2 if texts_b is None else 3
+        if max_len <= n_special:
+            raise ZhclsError(f"max_seq_length {max_len} leaves no room for text besides [CLS] and [SEP]")
         if texts_b is not None and len(texts_b) != len(texts_a):
             raise ValueError(f"{len(texts_a)} first texts but {len(texts_b)} second texts")
         # One Rust call tokenizes everything, in parallel; offsets are not needed.
@@ -153,7 +169,7 @@ class Tokenizer:
             return Encoded(input_ids, [[0] * len(x) for x in input_ids])
         input_ids, token_type_ids = [], []
         for a, b in zip(ids[: len(texts_a)], ids[len(texts_a):]):
-            n_a, n_b = _longest_first(len(a), len(b), max_len - 3)
+            n_a, n_b = _longest_first(len(a), len(b), max_len - n_special)
             input_ids.append([cls, *a[:n_a], sep, *b[:n_b], sep])
             token_type_ids.append([0] * (n_a + 2) + [1] * (n_b + 1))
         return Encoded(input_ids, token_type_ids)

@@ -84,7 +84,8 @@ def load_pdparams(path) -> dict[str, np.ndarray]:
     except OSError as e:
         raise data_error(path, None, f"cannot read: {e.strerror or e}") from None
     except Exception as e:  # a truncated or foreign file can make the unpickler raise almost anything
-        raise data_error(path, None, f"not a readable .pdparams pickle, truncated or corrupt? ({type(e).__name__}: {e})") from None
+        reason = " ".join(f"{type(e).__name__}: {e}".split())  # some messages span lines; the CLI prints one
+        raise data_error(path, None, f"not a readable .pdparams pickle, truncated or corrupt? ({reason})") from None
     if not isinstance(state, dict):
         raise data_error(path, None, f"holds a {type(state).__name__}, not a dict of arrays: not a plain array checkpoint")
     state.pop(BOOKKEEPING_KEY, None)

@@ -111,13 +111,14 @@ def _crc_update(reg: int, data: memoryview) -> int:
     low, high = _shift_tables(4 * width)
     acc = words[0].copy()
     acc[0] ^= np.uint32(reg)
-    lo_half, hi_half = np.empty_like(acc), np.empty_like(acc)
+    lo_idx, hi_idx, lo_val, hi_val = (np.empty_like(acc) for _ in range(4))
     for row in words[1:]:
-        np.bitwise_and(acc, np.uint32(0xFFFF), out=lo_half)
-        np.right_shift(acc, np.uint32(16), out=hi_half)
-        low.take(lo_half, out=lo_half)
-        high.take(hi_half, out=hi_half)
-        np.bitwise_xor(lo_half, hi_half, out=acc)
+        np.bitwise_and(acc, np.uint32(0xFFFF), out=lo_idx)
+        np.right_shift(acc, np.uint32(16), out=hi_idx)
+        # Indices are < 2**16 by construction; "clip" skips the bounds check and the buffering "raise" implies.
+        low.take(lo_idx, out=lo_val, mode="clip")
+        high.take(hi_idx, out=hi_val, mode="clip")
+        np.bitwise_xor(lo_val, hi_val, out=acc)
         acc ^= row
     return _crc_update(0, memoryview(acc.astype("<u4").tobytes()))
 
@@ -295,7 +296,7 @@ def _block_entries(block: bytes) -> Iterator[tuple[bytes, bytes]]:
 def _read_index(index: bytes) -> tuple[int, dict[str, TensorInfo], set[str]]:
     """(num_shards, tensors by name, names of partitioned variables) from the bytes of an .index file."""
     if len(index) < _FOOTER_SIZE or index[-8:] != _TABLE_MAGIC:
-        raise _Corrupt("not a TensorFlow checkpoint index (bad footer magic)")
+        raise _Corrupt("bad footer magic (truncated, or not a TensorFlow checkpoint index)")
     footer = index[-_FOOTER_SIZE:]
     _block(index, footer)  # the metaindex: always empty in bundles, but checksum-verified like the rest
     _, pos = _varint(footer, _varint(footer, 0)[1])
@@ -361,7 +362,7 @@ class TFCheckpoint:
     """A TensorFlow 1.x/2.x V2 checkpoint: list tensors from the index alone, read them from the data shards."""
 
     def __init__(self, path: str | Path) -> None:
-        """``path``: the folder holding exactly one ``*.index``, or a prefix, or the ``.index`` path."""
+        """``path``: a folder holding exactly one ``*.index``, or a prefix, its ``.index`` or one of its shards."""
         self.prefix = _find_prefix(Path(path))
         self.index_path = Path(f"{self.prefix}.index")
         try:
