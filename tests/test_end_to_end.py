@@ -6,8 +6,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,28 +15,7 @@ import zhcls
 from zhcls.checkpoint import load_checkpoint
 from zhcls.data import read_examples, read_labels
 
-SMALL = "uer/chinese_roberta_L-2_H-128"
-
-
-def majority_share(path, label_column=-1):
-    labels = [line.rstrip("\n").split("\t")[label_column] for line in open(path, encoding="utf-8") if line.strip()]
-    return Counter(labels).most_common(1)[0][1] / len(labels)
-
-
-def subset(src: Path, dst: Path, n_train: int, n_dev: int, balanced: bool = False) -> Path:
-    """A smaller dataset folder made of the first lines of a real one (written under tmp_path)."""
-    dst.mkdir(parents=True, exist_ok=True)
-    (dst / "label.txt").write_text((src / "label.txt").read_text(encoding="utf-8"), encoding="utf-8")
-    for name, n in (("train.txt", n_train), ("dev.txt", n_dev)):
-        lines = (src / name).read_text(encoding="utf-8").splitlines()
-        if balanced:  # equal share of every label, in file order
-            by_label = {}
-            for line in lines:
-                by_label.setdefault(line.rsplit("\t", 1)[1], []).append(line)
-            lines = [line for group in zip(*by_label.values()) for line in group]
-        (dst / name).write_text("\n".join(lines[:n]) + "\n", encoding="utf-8")
-    return dst
-
+from helpers import SMALL, majority_share, subset
 
 def run_cli(*args, check=True):
     proc = subprocess.run([sys.executable, "-m", "zhcls", "-q", *map(str, args)], capture_output=True, text=True,
@@ -46,6 +23,8 @@ def run_cli(*args, check=True):
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc
+
+pytestmark = pytest.mark.slow  # real training: minutes; `-m 'not slow'` skips them while iterating
 
 
 @pytest.fixture(scope="module")

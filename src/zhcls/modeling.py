@@ -144,7 +144,8 @@ class Embeddings(nn.Module):
         self.dropout = nn.Dropout(c.hidden_dropout_prob)
 
     def forward(self, input_ids, token_type_ids):
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        # Position ids of shape (batch, seq), the form ONNX Runtime's embedding fusion recognises.
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
         x = self.word_embeddings(input_ids) + self.position_embeddings(positions) + self.token_type_embeddings(token_type_ids)
         if hasattr(self, "task_type_embeddings"):
             x = x + self.task_type_embeddings.weight[0]  # ERNIE 3.0: task id 0 everywhere
@@ -252,8 +253,9 @@ class Backbone(nn.Module):
         x = self.embeddings(input_ids, token_type_ids)
         if hasattr(self, "embeddings_project"):
             x = self.embeddings_project(x)
-        # Boolean key mask, broadcast over heads and queries: True = attend.
-        mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]
+        # Additive key mask, broadcast over heads and queries: 0 = attend, the dtype's minimum = ignore.
+        # Additive rather than boolean: that is the form ONNX Runtime's attention fusion recognises.
+        mask = None if attention_mask is None else (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
         hidden = self.encoder(x, mask)
         pooled = self.pooler(hidden) if hasattr(self, "pooler") else hidden[:, 0]
         return hidden, pooled

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,17 +111,17 @@ def _optimizer(model, lr: float, weight_decay: float) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=lr)
 
 
-def _prepare_tokenizer(cfg: TrainConfig, ds: data.DatasetFolder) -> str | None:
-    """For --vocab_from_data: build a WordPiece vocab from the training texts, return its path."""
+def _vocab_file(cfg: TrainConfig, ds: data.DatasetFolder) -> str | None:
+    """The vocab to use; for --vocab_from_data a WordPiece vocab built from the training texts.
+    It is written to a temporary file: the checkpoint folder gets its own copy when saved."""
     if not cfg.vocab_from_data:
         return cfg.vocab_file
     texts = [e.text_a for e in ds.train] + [e.text_b for e in ds.train if e.text_b]
     vocab = build_vocab(texts, vocab_size=cfg.vocab_size)
-    path = Path(cfg.save_dir).parent / f".{Path(cfg.save_dir).name}.vocab.txt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{token}\n" for token in vocab), encoding="utf-8")
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".vocab.txt", delete=False) as f:
+        f.write("".join(f"{token}\n" for token in vocab))
     log.info("built a %d-token WordPiece vocab from %d training texts", len(vocab), len(texts))
-    return str(path)
+    return f.name
 
 
 def _dist() -> tuple[int, int]:
@@ -147,8 +148,13 @@ def train(config: TrainConfig | None = None, **kwargs) -> TrainResult:
     device = resolve_device(cfg.device)
     dtype = amp_dtype(cfg.amp, device)
 
-    model, tokenizer = load_pretrained(cfg.model_name, ds.labels, init_random=cfg.init_random,
-                                       vocab_file=_prepare_tokenizer(cfg, ds), cache_dir=cfg.cache_dir)
+    vocab_file = _vocab_file(cfg, ds)
+    try:
+        model, tokenizer = load_pretrained(cfg.model_name, ds.labels, init_random=cfg.init_random,
+                                           vocab_file=vocab_file, cache_dir=cfg.cache_dir)
+    finally:
+        if cfg.vocab_from_data:  # the tokenizer holds the vocab now; the checkpoint gets a copy
+            os.unlink(vocab_file)
     if cfg.init_from_ckpt:
         _load_weights(model, cfg.init_from_ckpt)
     model.to(device)

@@ -121,41 +121,42 @@ def _build_config(family: str, raw: dict, config_path: Path, ckpt: TFCheckpoint)
         "hidden_dropout_prob": raw.get("hidden_dropout_prob", 0.1),
         "attention_probs_dropout_prob": raw.get("attention_probs_dropout_prob", 0.1),
         "initializer_range": raw.get("initializer_range", 0.02),
-        "layer_norm_eps": 1e-12,  # both TF codebases hard-code it
+        "layer_norm_eps": 1e-12,  # what both TF codebases use
         "pad_token_id": 0,
     }
 
 
+def _linear(hf: str, tf: str, n_in: int, n_out: int) -> _Plan:
+    """A dense layer: TF kernels are [in, out], nn.Linear weights [out, in]."""
+    return {f"{hf}.weight": (f"{tf}/kernel", True, (n_in, n_out)), f"{hf}.bias": (f"{tf}/bias", False, (n_out,))}
+
+
+def _norm(hf: str, tf: str, n: int) -> _Plan:
+    return {f"{hf}.weight": (f"{tf}/gamma", False, (n,)), f"{hf}.bias": (f"{tf}/beta", False, (n,))}
+
+
 def _backbone_plan(family: str, config: dict) -> _Plan:
     """Every tensor the transformers backbone needs, with its TF name and expected TF shape."""
+    s, hidden, inter = family, config["hidden_size"], config["intermediate_size"]
+    emb = config.get("embedding_size", hidden)
     plan: _Plan = {}
-    s, hidden, emb = family, config["hidden_size"], config.get("embedding_size", config["hidden_size"])
-
-    def linear(hf: str, tf: str, n_in: int, n_out: int) -> None:
-        plan[f"{hf}.weight"] = (f"{tf}/kernel", True, (n_in, n_out))  # TF kernels are [in, out]
-        plan[f"{hf}.bias"] = (f"{tf}/bias", False, (n_out,))
-
-    def norm(hf: str, tf: str, n: int) -> None:
-        plan[f"{hf}.weight"] = (f"{tf}/gamma", False, (n,))
-        plan[f"{hf}.bias"] = (f"{tf}/beta", False, (n,))
-
     for kind, rows in (("word", "vocab_size"), ("position", "max_position_embeddings"),
                        ("token_type", "type_vocab_size")):
         plan[f"{s}.embeddings.{kind}_embeddings.weight"] = (f"{s}/embeddings/{kind}_embeddings", False,
                                                             (config[rows], emb))
-    norm(f"{s}.embeddings.LayerNorm", f"{s}/embeddings/LayerNorm", emb)
+    plan |= _norm(f"{s}.embeddings.LayerNorm", f"{s}/embeddings/LayerNorm", emb)
     if emb != hidden:  # ELECTRA-small style factorised embeddings
-        linear(f"{s}.embeddings_project", f"{s}/embeddings_project", emb, hidden)
-    inter = config["intermediate_size"]
+        plan |= _linear(f"{s}.embeddings_project", f"{s}/embeddings_project", emb, hidden)
     for i in range(config["num_hidden_layers"]):
+        hf, tf = f"{s}.encoder.layer.{i}", f"{s}/encoder/layer_{i}"
         for part in _LINEARS:
             n_in, n_out = {"intermediate/dense": (hidden, inter), "output/dense": (inter, hidden)}.get(
                 part, (hidden, hidden))
-            linear(f"{s}.encoder.layer.{i}.{part.replace('/', '.')}", f"{s}/encoder/layer_{i}/{part}", n_in, n_out)
+            plan |= _linear(f"{hf}.{part.replace('/', '.')}", f"{tf}/{part}", n_in, n_out)
         for part in _NORMS:
-            norm(f"{s}.encoder.layer.{i}.{part.replace('/', '.')}", f"{s}/encoder/layer_{i}/{part}", hidden)
+            plan |= _norm(f"{hf}.{part.replace('/', '.')}", f"{tf}/{part}", hidden)
     if family == "bert":  # ELECTRA has no pooler: its "pooled output" is the [CLS] state
-        linear(f"{s}.pooler.dense", f"{s}/pooler/dense", hidden, hidden)
+        plan |= _linear(f"{s}.pooler.dense", f"{s}/pooler/dense", hidden, hidden)
     return plan
 
 
@@ -171,19 +172,17 @@ def _head_plan(family: str, config: dict, tensors: dict[str, TensorInfo]) -> _Pl
         plan["classifier.bias"] = ("output_bias", False, (labels,))
         config["num_labels"], arch = labels, "BertForSequenceClassification"
     if family == "electra":
-        disc = {f"discriminator_predictions.{hf}.{kind}": (f"discriminator_predictions/{tf}/{tf_kind}",
-                                                           tf_kind == "kernel", shape)
-                for hf, tf, n_out in (("dense", "dense", hidden), ("dense_prediction", "dense_1", 1))
-                for kind, tf_kind, shape in (("weight", "kernel", (hidden, n_out)), ("bias", "bias", (n_out,)))}
+        disc = (_linear("discriminator_predictions.dense", "discriminator_predictions/dense", hidden, hidden)
+                | _linear("discriminator_predictions.dense_prediction", "discriminator_predictions/dense_1",
+                          hidden, 1))
         if all(tf in tensors for tf, _, _ in disc.values()):  # a partial head is left out and reported unused
             plan |= disc
             arch = "ElectraForPreTraining"
         tasks = sorted({m.group(1) for n in tensors if (m := _TASK_KERNEL.fullmatch(n))})
         if len(tasks) == 1:  # with several tasks there is no single classifier to pick: reported as unused
-            kernel = f"task_specific/{tasks[0]}/dense/kernel"
-            labels = tensors[kernel].shape[-1] if tensors[kernel].shape else 0
-            plan["classifier.out_proj.weight"] = (kernel, True, (hidden, labels))
-            plan["classifier.out_proj.bias"] = (f"task_specific/{tasks[0]}/dense/bias", False, (labels,))
+            head = f"task_specific/{tasks[0]}/dense"
+            labels = (tensors[f"{head}/kernel"].shape or (0,))[-1]
+            plan |= _linear("classifier.out_proj", head, hidden, labels)  # no classifier.dense: see module doc
             config.update(num_labels=labels, classifier_type="linear")
             arch = "ElectraForSequenceClassification"
     config["architectures"] = [arch]
@@ -192,7 +191,7 @@ def _head_plan(family: str, config: dict, tensors: dict[str, TensorInfo]) -> _Pl
 
 def _is_skipped(name: str) -> bool:
     """Tensors that are deliberately not converted: optimizer state and pretraining-only parts."""
-    return (name.endswith(("/adam_m", "/adam_v")) or name == "global_step" or name.startswith(_SKIP_PREFIXES))
+    return name.endswith(("/adam_m", "/adam_v")) or name == "global_step" or name.startswith(_SKIP_PREFIXES)
 
 
 def _plan(ckpt: TFCheckpoint, config_path: str | Path | None) -> tuple[dict, _Plan, dict[str, list[str]]]:

@@ -1,0 +1,201 @@
+"""zhcls against its peers on the same weights, in one run (TARGETS.md: ratios, not absolute times).
+
+Random-initialised ERNIE 3.0 Micro and Medium shapes (nothing can be downloaded here), KUAKE-QIC dev:
+  zhcls                  each backend of `zhcls.bench`: torch, onnx, onnx-fused, onnx-int8
+  transformers-pipeline  pipeline("text-classification") on the same checkpoint folder, batch 32
+  transformers-eager     the same transformers model in plain PyTorch, batch 32 padded to 128
+                         (and, as its "real" figure, padded to each batch's longest text)
+Every measurement runs in a fresh process; rounds go through all systems in turn and medians are
+reported. Then the INT8 target on a trained model: Micro trained briefly on KUAKE-QIC, exported with
+--quantize int8 and its accuracy gate.
+
+    python benchmarks/peers.py                  # Micro + Medium, 3 rounds, INT8 on a trained Micro
+    python benchmarks/peers.py --quick          # Micro only, 320 texts, 1 round, no training
+    python benchmarks/peers.py --out results    # also rows.json and precision_latency.png
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("ZHCLS_SHARED", REPO.parent / "shared"))
+SHAPES = {"micro": "ernie-3.0-micro-zh", "medium": "ernie-3.0-medium-zh"}
+PEERS = ("transformers-pipeline", "transformers-eager")
+TARGET_SPEEDUP, TARGET_MICRO_MS, TARGET_INT8_DROP = 3.0, 1.5, 0.5
+
+
+def peer_row(kind: str, checkpoint, dataset_dir, *, batch_size: int, max_seq_length: int, threads: int,
+             max_samples: int | None, batch1_samples: int) -> dict:
+    """A bench-style row for a transformers baseline (run it through `zhcls.bench.isolated`)."""
+    import torch
+    import transformers
+
+    from zhcls import data
+    from zhcls.bench import dev_score, peak_rss_mb
+
+    torch.set_num_threads(threads)
+    transformers.logging.set_verbosity_error()
+    ds = data.load_dataset(dataset_dir, require=("dev",))
+    examples = ds.dev[:max_samples]
+    texts, y, n = [e.text_a for e in examples], data.encode_labels(examples, ds.labels, ds.problem_type), len(examples)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(checkpoint)
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
+    row = {"model": None, "backend": kind, "variant": "fp32", "metric": "accuracy", "samples": n, "batch_size": batch_size,
+           "max_seq_length": max_seq_length, "threads": threads, "padded_ms": None, "padded_tokenizer_ms": None,
+           "real_tokenizer_ms": None, "size_mb": (Path(checkpoint) / "model.safetensors").stat().st_size / 2**20}
+    batches = [texts[i:i + batch_size] for i in range(0, n, batch_size)]
+
+    if kind == "transformers-pipeline":
+        classify = transformers.pipeline("text-classification", model=model, tokenizer=tokenizer, device="cpu")
+
+        def predict(batch):
+            return classify(batch, batch_size=batch_size, truncation=True, max_length=max_seq_length)
+
+        predict(texts)  # warm-up: every batch shape once
+        start = time.perf_counter()
+        labels = [r["label"] for r in predict(texts)]
+        real_s = time.perf_counter() - start
+        index = ds.label_index()
+        row["score"] = 100 * float(np.mean(np.array([index[label] for label in labels]) == y))
+    else:
+        def forward(batch, padding):
+            t0 = time.perf_counter()
+            enc = tokenizer(batch, padding=padding, truncation=True, max_length=max_seq_length, return_tensors="pt")
+            t1 = time.perf_counter()
+            with torch.inference_mode():
+                logits = model(**enc).logits.numpy()
+            return logits, t1 - t0, time.perf_counter() - t1
+
+        def timed(padding):
+            runs = [forward(batch, padding) for batch in batches]
+            return np.concatenate([r[0] for r in runs]), sum(r[1] for r in runs), sum(r[2] for r in runs)
+
+        forward(batches[0], "max_length")  # warm-up: one shape
+        logits, tok_s, model_s = timed("max_length")
+        row.update(padded_ms=1000 * (tok_s + model_s) / n, padded_tokenizer_ms=1000 * tok_s / n,
+                   score=dev_score(ds.labels, y, logits, ds.problem_type))
+        timed("longest")  # warm-up: every batch shape once
+        _, tok_s, model_s = timed("longest")
+        real_s = tok_s + model_s
+        row["real_tokenizer_ms"] = 1000 * tok_s / n
+
+        def predict(batch):
+            return forward(batch, "longest")
+
+    latencies = []
+    for text in texts[:: max(1, n // batch1_samples)][:batch1_samples]:
+        start = time.perf_counter()
+        predict([text])
+        latencies.append(1000 * (time.perf_counter() - start))
+    row.update(real_ms=1000 * real_s / n, throughput=n / real_s, b1_p50_ms=float(np.percentile(latencies, 50)),
+               b1_p99_ms=float(np.percentile(latencies, 99)), peak_rss_mb=peak_rss_mb())
+    return row
+
+
+def ratios(rows: list[dict], shape: str) -> str:
+    """Per zhcls backend: speed-up over the pipeline (real-length texts) and over eager (padded to 128)."""
+    by = {r["backend"]: r for r in rows}
+    pipe, eager = by["transformers-pipeline"], by["transformers-eager"]
+    lines = [f"{shape}: speed-up per sample (higher is better)",
+             f"  {'backend':12s} {'vs pipeline, real texts':>24s} {'vs eager, padded 128':>22s}"]
+    zhcls_rows = [r for r in rows if r["backend"] not in PEERS]
+    for r in zhcls_rows:
+        lines.append(f"  {r['backend']:12s} {pipe['real_ms'] / r['real_ms']:23.2f}x {eager['padded_ms'] / r['padded_ms']:21.2f}x")
+    best = min(zhcls_rows, key=lambda r: r["real_ms"])
+    speedup = pipe["real_ms"] / best["real_ms"]
+    lines.append(f"  best: {best['backend']} {best['real_ms']:.3f} ms/sample on real texts vs pipeline "
+                 f"{pipe['real_ms']:.3f}: {speedup:.2f}x (target >= {TARGET_SPEEDUP:g}x: "
+                 f"{'met' if speedup >= TARGET_SPEEDUP else 'MISSED'})")
+    if shape == "micro":
+        lines.append(f"  Micro best {best['real_ms']:.3f} ms/sample (target <= {TARGET_MICRO_MS} ms: "
+                     f"{'met' if best['real_ms'] <= TARGET_MICRO_MS else 'MISSED'})")
+    return "\n".join(lines)
+
+
+def int8_on_trained(work: Path, dataset: Path, vocab: Path, epochs: int, progress: bool) -> str:
+    """Train Micro briefly, export it with the INT8 gate, and say what the gate measured."""
+    from zhcls.errors import ZhclsError
+    from zhcls.export import export
+    from zhcls.training import train
+
+    result = train(dataset_dir=str(dataset), model_name=SHAPES["micro"], init_random=True, vocab_file=str(vocab),
+                   save_dir=str(work / "trained"), epochs=epochs, progress=progress)
+    try:
+        export(work / "trained", work / "trained-export", quantize="int8", dataset_dir=dataset,
+               max_accuracy_drop=TARGET_INT8_DROP, progress=progress)
+    except ZhclsError as e:
+        print(f"export: {e}")
+    int8 = json.loads((work / "trained-export" / "export_report.json").read_text(encoding="utf-8"))["variants"]["int8"]
+    modes = ", ".join(f"{'per-channel' if a['per_channel'] else 'per-tensor'}{' reduce-range' if a['reduce_range'] else ''}"
+                      f" {a['dev_int8']:.2f}" for a in int8["attempts"])
+    return (f"INT8 on a trained Micro ({epochs} epochs from scratch, {result.seconds:.0f} s, best dev {result.best_score:.4f}): "
+            f"dev accuracy fp32 {int8['dev_fp32']:.2f} -> int8 {modes}; drop {int8['drop']:.2f} points, agreement "
+            f"{100 * int8['prediction_agreement']:.1f} %, {'ACCEPTED' if int8['accepted'] else 'REFUSED'} "
+            f"(target drop <= {TARGET_INT8_DROP})")
+
+
+def main(argv=None) -> None:
+    from zhcls.bench import BACKENDS, format_table, isolated, measure, median_row, plot, prepare
+    from zhcls.checkpoint import load_pretrained, save_checkpoint
+    from zhcls.data import read_labels
+    from zhcls.onnx_predict import default_threads
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shapes", default="micro,medium", help="comma-separated: micro, medium")
+    parser.add_argument("--rounds", type=int, default=3, help="measurements per system; medians are reported")
+    parser.add_argument("--samples", type=int, default=None, help="dev texts to use (default: all 1955)")
+    parser.add_argument("--batch1_samples", type=int, default=200, help="texts timed one at a time")
+    parser.add_argument("--threads", type=int, default=None, help="default: the cores this process may use, at most 8")
+    parser.add_argument("--train_epochs", type=int, default=2, help="epochs for the INT8 check (0: skip it)")
+    parser.add_argument("--quick", action="store_true", help="Micro, 320 texts, 1 round, 50 batch-1 texts, no training")
+    parser.add_argument("--out", default=None, help="folder for rows.json and precision_latency.png")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.shapes, args.rounds, args.samples, args.batch1_samples, args.train_epochs = "micro", 1, 320, 50, 0
+    dataset, vocab = SHARED / "data" / "kuake_qic", SHARED / "vocab" / "ernie-3.0-zh" / "vocab.txt"
+    labels = read_labels(dataset / "label.txt")
+    threads = args.threads or default_threads()
+    options = dict(batch_size=32, max_seq_length=128, threads=threads, max_samples=args.samples,
+                   batch1_samples=args.batch1_samples)
+    print(f"{threads} threads, {args.rounds} round(s), KUAKE-QIC dev ({args.samples or 'all'} texts), batch 32")
+
+    all_rows, summaries = [], []
+    with tempfile.TemporaryDirectory(prefix="zhcls-peers-") as tmp:
+        for shape in args.shapes.split(","):
+            work = Path(tmp) / shape
+            model, tokenizer = load_pretrained(SHAPES[shape], labels, init_random=True, vocab_file=str(vocab))
+            checkpoint = save_checkpoint(model, tokenizer, work / "checkpoint",
+                                         {"task": "text", "problem_type": "multi_class", "max_seq_length": 128})
+            del model
+            specs = prepare(checkpoint, dataset, BACKENDS, work, max_seq_length=128)
+            runs = defaultdict(list)
+            for r in range(args.rounds):
+                print(f"{shape}: round {r + 1}/{args.rounds}", flush=True)
+                for spec in specs:
+                    runs[spec["backend"]].append(measure(spec, dataset, **options))
+                for kind in PEERS:
+                    runs[kind].append(isolated(peer_row, kind, str(checkpoint), str(dataset), **options))
+            rows = [{**median_row(v), "model": f"{shape} (random)"} for v in runs.values()]
+            all_rows += rows
+            summaries.append(f"{format_table(rows)}\n{ratios(rows, shape)}")
+            print(summaries[-1], flush=True)
+        if args.train_epochs:
+            summaries.append(int8_on_trained(Path(tmp), dataset, vocab, args.train_epochs, progress=True))
+    print("\n\n".join(summaries))
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "rows.json").write_text(json.dumps(all_rows, ensure_ascii=False, indent=1), encoding="utf-8")
+        print(f"figure: {plot(all_rows, out / 'precision_latency.png')}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""Helpers shared by the test modules."""
+from collections import Counter
+from pathlib import Path
+
+SMALL = "uer/chinese_roberta_L-2_H-128"
+
+
+def majority_share(path, label_column=-1):
+    labels = [line.rstrip("\n").split("\t")[label_column] for line in open(path, encoding="utf-8") if line.strip()]
+    return Counter(labels).most_common(1)[0][1] / len(labels)
+
+
+def subset(src: Path, dst: Path, n_train: int, n_dev: int, balanced: bool = False) -> Path:
+    """A smaller dataset folder made of the first lines of a real one (written under tmp_path)."""
+    dst.mkdir(parents=True, exist_ok=True)
+    (dst / "label.txt").write_text((src / "label.txt").read_text(encoding="utf-8"), encoding="utf-8")
+    for name, n in (("train.txt", n_train), ("dev.txt", n_dev)):
+        lines = (src / name).read_text(encoding="utf-8").splitlines()
+        if balanced:  # equal share of every label, in file order
+            by_label = {}
+            for line in lines:
+                by_label.setdefault(line.rsplit("\t", 1)[1], []).append(line)
+            lines = [line for group in zip(*by_label.values()) for line in group]
+        (dst / name).write_text("\n".join(lines[:n]) + "\n", encoding="utf-8")
+    return dst

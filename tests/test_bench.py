@@ -1,0 +1,57 @@
+"""The benchmark on a tiny model: one row per backend with every figure, a table, JSON and a plot."""
+import json
+
+import pytest
+from test_export import tiny_checkpoint
+
+from zhcls.bench import BACKENDS, bench, format_table, plot
+from zhcls.errors import ZhclsError
+
+FIELDS = {"model", "backend", "variant", "metric", "score", "samples", "padded_ms", "padded_tokenizer_ms", "real_ms",
+          "real_tokenizer_ms", "throughput", "b1_p50_ms", "b1_p99_ms", "peak_rss_mb", "size_mb", "mean_tokens", "repeats"}
+
+
+@pytest.fixture(scope="module")
+def dataset(shared, tmp_path_factory):
+    path = tmp_path_factory.mktemp("kuake_tiny")
+    (path / "label.txt").write_bytes((shared / "data" / "kuake_qic" / "label.txt").read_bytes())
+    lines = (shared / "data" / "kuake_qic" / "dev.txt").read_text(encoding="utf-8").splitlines(keepends=True)
+    (path / "dev.txt").write_text("".join(lines[:64]), encoding="utf-8")
+    return path
+
+
+def test_bench_rows_table_json_and_plot(shared, dataset, tmp_path):
+    checkpoint = tiny_checkpoint(tmp_path / "ckpt", shared, "bert")
+    rows = bench(checkpoint, dataset, repeats=1, batch_size=16, batch1_samples=8, work_dir=tmp_path / "work",
+                 progress=False)
+    assert [r["backend"] for r in rows] == list(BACKENDS)
+    for r in rows:
+        assert FIELDS <= set(r), FIELDS - set(r)
+        assert r["samples"] == 64 and 0 <= r["score"] <= 100
+        assert 0 < r["padded_tokenizer_ms"] < r["padded_ms"] and 0 < r["real_tokenizer_ms"] < r["real_ms"]
+        assert r["b1_p50_ms"] <= r["b1_p99_ms"] and r["throughput"] > 0 and r["size_mb"] > 0
+        assert r["peak_rss_mb"] > 20
+    by = {r["backend"]: r for r in rows}
+    # Same weights everywhere: the fp32 backends agree on accuracy; INT8 is far smaller.
+    assert by["torch"]["score"] == by["onnx"]["score"] == by["onnx-fused"]["score"]
+    assert by["onnx-int8"]["size_mb"] < by["onnx-fused"]["size_mb"] / 3
+    # An ONNX measurement never loads torch: its process stays far below the torch one.
+    assert by["onnx-fused"]["peak_rss_mb"] < by["torch"]["peak_rss_mb"]
+    table = format_table(rows)
+    assert all(b in table for b in BACKENDS) and "padded to 128" in table
+    json.dumps(rows)
+    assert plot(rows, tmp_path / "figure.png").read_bytes()[:4] == b"\x89PNG"
+
+    # An export folder is measured as it is: the variants it holds, and no torch.
+    exported = bench(tmp_path / "work" / "onnx-fused", dataset, repeats=1, max_samples=16, batch1_samples=4,
+                     progress=False)
+    assert [r["backend"] for r in exported] == ["onnx-fused", "onnx-int8"]
+
+
+def test_bench_errors(dataset, tmp_path):
+    with pytest.raises(ZhclsError, match="unknown backend"):
+        bench(tmp_path, dataset, backends=("torch", "tensorrt"))
+    with pytest.raises(ZhclsError, match="no such checkpoint or export folder"):
+        bench(tmp_path / "nowhere", dataset)
+    with pytest.raises(ZhclsError, match="repeats"):
+        bench(tmp_path, dataset, repeats=0)

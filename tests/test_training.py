@@ -1,0 +1,92 @@
+"""Training-loop behaviour on a real data subset: determinism, from-scratch vocab, accumulation,
+schedule, batching, resume guards. Small models, a few dozen steps each."""
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+import zhcls
+from zhcls.batching import inference_batches, training_batches
+from zhcls.errors import ZhclsError
+from zhcls.tokenizer import Tokenizer
+from zhcls.training import lr_factor
+
+from helpers import SMALL, subset
+
+pytestmark = pytest.mark.slow  # real training: minutes; `-m 'not slow'` skips them while iterating
+
+
+@pytest.fixture(scope="module")
+def kq(shared, tmp_path_factory):
+    return subset(shared / "data/kuake_qic", tmp_path_factory.mktemp("kq"), n_train=640, n_dev=200)
+
+
+def quick(kq, shared, save_dir, **kw):
+    args = dict(dataset_dir=str(kq), model_name=SMALL, init_random=True, save_dir=str(save_dir), epochs=1,
+                max_seq_length=48, progress=False, vocab_file=str(shared / "vocab/bert-base-chinese/vocab.txt"))
+    return zhcls.train(**{**args, **kw})
+
+
+def test_same_seed_same_weights(kq, shared, tmp_path):
+    a = quick(kq, shared, tmp_path / "a", threads=1)
+    b = quick(kq, shared, tmp_path / "b", threads=1)
+    c = quick(kq, shared, tmp_path / "c", threads=1, seed=4)
+    wa, wb, wc = (load_file(r.save_dir / "model.safetensors") for r in (a, b, c))
+    assert all(np.array_equal(wa[k], wb[k]) for k in wa)
+    assert not all(np.array_equal(wa[k], wc[k]) for k in wa)
+    assert a.best_score == b.best_score
+
+
+def test_vocab_from_data(kq, shared, tmp_path):
+    result = quick(kq, shared, tmp_path / "v", vocab_file=None, vocab_from_data=True, vocab_size=3000)
+    tokenizer = Tokenizer.from_dir(result.save_dir)
+    assert tokenizer.vocab[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    assert 500 < tokenizer.vocab_size <= 3000
+    dev = [line.split("\t")[0] for line in (kq / "dev.txt").read_text(encoding="utf-8").splitlines()]
+    ids = [i for row in tokenizer.encode(dev).input_ids for i in row[1:-1]]
+    assert np.mean(np.array(ids) == tokenizer.unk_token_id) < 0.05  # dev characters are mostly known
+    assert not list(tmp_path.glob("*vocab*"))  # the temporary vocab file is gone
+    assert zhcls.load(result.save_dir).predict(dev[:3])[0]["label"] in tokenizer_labels(kq)
+
+
+def tokenizer_labels(kq):
+    return (kq / "label.txt").read_text(encoding="utf-8").split()
+
+
+def test_gradient_accumulation_takes_fewer_steps(kq, shared, tmp_path):
+    plain = quick(kq, shared, tmp_path / "p", batch_size=16)
+    accumulated = quick(kq, shared, tmp_path / "g", batch_size=16, gradient_accumulation_steps=2)
+    assert plain.global_step == 40 and accumulated.global_step == 20
+
+
+def test_early_stop_and_init_from_ckpt(kq, shared, tmp_path):
+    first = quick(kq, shared, tmp_path / "first", epochs=2)
+    # Starting from trained weights at a zero learning rate keeps them: dev score is reproduced.
+    again = quick(kq, shared, tmp_path / "again", init_from_ckpt=str(first.save_dir), learning_rate=1e-12)
+    assert again.best_score == pytest.approx(first.best_score, abs=0.006)
+    stopped = quick(kq, shared, tmp_path / "stop", epochs=6, early_stop=True, early_stop_nums=1, learning_rate=1e-12)
+    assert len(stopped.history) == 2  # no improvement after epoch 1: one more epoch, then stop
+
+
+def test_resume_refuses_other_settings(kq, shared, tmp_path):
+    quick(kq, shared, tmp_path / "r", max_steps=3)
+    with pytest.raises(ZhclsError, match="batch_size"):
+        quick(kq, shared, tmp_path / "r", max_steps=3, batch_size=8, resume=True)
+    with pytest.raises(ZhclsError, match="nothing to resume"):
+        quick(kq, shared, tmp_path / "none", resume=True)
+
+
+def test_lr_schedule():
+    assert [lr_factor(s, 10, 2) for s in (0, 1, 2, 6, 10)] == [0.0, 0.5, 1.0, 0.5, 0.0]
+    assert lr_factor(0, 10, 0) == 1.0
+
+
+def test_batches_cover_everything_once_and_group_lengths():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3, 120, size=5000)
+    batches = training_batches(lengths, 32, np.random.default_rng(1))
+    assert sorted(np.concatenate(batches).tolist()) == list(range(5000))
+    padded = sum(len(b) * lengths[b].max() for b in batches)
+    assert padded < 1.15 * lengths.sum()  # random batches would pad ~1.9x
+    assert [b.tolist() for b in batches] == [b.tolist() for b in training_batches(lengths, 32, np.random.default_rng(1))]
+    order = np.concatenate(inference_batches(lengths, 100))
+    assert sorted(order.tolist()) == list(range(5000)) and (np.diff(lengths[order]) <= 0).all()
