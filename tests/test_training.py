@@ -90,3 +90,21 @@ def test_batches_cover_everything_once_and_group_lengths():
     assert [b.tolist() for b in batches] == [b.tolist() for b in training_batches(lengths, 32, np.random.default_rng(1))]
     order = np.concatenate(inference_batches(lengths, 100))
     assert sorted(order.tolist()) == list(range(5000)) and (np.diff(lengths[order]) <= 0).all()
+
+
+def test_torchrun_two_processes_split_the_batches(kq, shared, tmp_path):
+    """DistributedDataParallel on CPU (gloo): two workers, each half the batches, one checkpoint."""
+    import json
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "zhcls", "train",
+           "--dataset_dir", str(kq), "--model", SMALL, "--init_random", "--vocab_file",
+           str(shared / "vocab/bert-base-chinese/vocab.txt"), "--save_dir", str(tmp_path / "ddp"), "--epochs", "1",
+           "--max_seq_length", "48", "--threads", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("best dev score") == 1
+    state = json.loads((tmp_path / "ddp/training_state/state.json").read_text())
+    assert state["step"] == 10  # 640 examples / 32 = 20 batches, 10 per worker
+    assert zhcls.load(tmp_path / "ddp").predict(["头疼怎么办"])[0]["label"] in tokenizer_labels(kq)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 
@@ -117,8 +118,9 @@ def cmd_train(args) -> None:
 
     fields = {k: v for k, v in vars(args).items() if k not in ("command", "quiet")}
     result = train(TrainConfig(**fields, progress=not args.quiet))
-    print(f"best dev score {result.best_score:.4f} (epoch {result.best_epoch}) in {result.seconds:.0f}s; "
-          f"checkpoint: {result.save_dir}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary line, from the first process
+            print(f"best dev score {result.best_score:.4f} (epoch {result.best_epoch}) in {result.seconds:.0f}s; "
+              f"checkpoint: {result.save_dir}")
 
 
 def cmd_evaluate(args) -> None:
@@ -187,7 +189,7 @@ def main(argv=None) -> int:
     if not args.command:
         parser.print_help()
         return 2
-    _setup_logging(args.quiet)
+    _setup_logging(args.quiet or os.environ.get("RANK", "0") != "0")  # torchrun workers: warnings only
     from .errors import ZhclsError
 
     try:

@@ -35,7 +35,7 @@ log = logging.getLogger("zhcls")
 
 STATE_DIR = "training_state"  # inside save_dir: last weights + optimizer + counters, for --resume
 PRETRAINED_LR, FROM_SCRATCH_LR = 3e-5, 5e-4
-FROM_SCRATCH_WARMUP = 0.1
+DEFAULT_WARMUP = 0.1
 
 
 @dataclass
@@ -56,7 +56,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup: bool = False
     warmup_steps: int = 0
-    warmup_proportion: float | None = None  # None: 0, or 0.1 from scratch
+    warmup_proportion: float | None = None  # None: 0, or 0.1 with --warmup or from scratch
     init_from_ckpt: str | None = None
     seed: int = 3
     train_file: str = "train.txt"
@@ -100,6 +100,16 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     if step < warmup:
         return step / max(1, warmup)
     return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def _warmup_steps(cfg: TrainConfig, total_steps: int) -> int:
+    """--warmup_steps wins, then --warmup_proportion; --warmup alone, and training from scratch, mean 10 %."""
+    if cfg.warmup_steps:
+        return cfg.warmup_steps
+    proportion = cfg.warmup_proportion
+    if proportion is None:
+        proportion = DEFAULT_WARMUP if (cfg.warmup or cfg.init_random) else 0.0
+    return int(total_steps * proportion)
 
 
 def _optimizer(model, lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -166,14 +176,13 @@ def train(config: TrainConfig | None = None, **kwargs) -> TrainResult:
     train_y = data.encode_labels(ds.train, ds.labels, ds.problem_type)
     lengths = [len(ids) for ids in train_x.input_ids]
 
-    steps_per_epoch = math.ceil(math.ceil(len(lengths) / cfg.batch_size) / cfg.gradient_accumulation_steps / world)
+    # Under torchrun every rank takes the same number of batches (else DDP waits forever at the end).
+    batches_per_rank = math.ceil(len(lengths) / cfg.batch_size) // world
+    steps_per_epoch = math.ceil(batches_per_rank / cfg.gradient_accumulation_steps)
     total_steps = steps_per_epoch * cfg.epochs
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
-    warmup = cfg.warmup_steps or int(total_steps * (cfg.warmup_proportion if cfg.warmup_proportion is not None
-                                                    else FROM_SCRATCH_WARMUP if cfg.init_random else 0.0))
-    if not (cfg.warmup or cfg.warmup_steps or cfg.warmup_proportion or cfg.init_random):
-        warmup = 0
+    warmup = _warmup_steps(cfg, total_steps)
     lr = cfg.resolved_lr()
     optimizer = _optimizer(model, lr, cfg.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
@@ -212,9 +221,8 @@ def train(config: TrainConfig | None = None, **kwargs) -> TrainResult:
             break
         # The batch order depends only on (seed, epoch): a resumed run replays the same batches.
         batches = training_batches(lengths, cfg.batch_size, np.random.default_rng([cfg.seed, epoch]))
-        batches = batches[rank::world]
+        batches = batches[:batches_per_rank * world][rank::world]
         groups = [batches[i:i + cfg.gradient_accumulation_steps] for i in range(0, len(batches), cfg.gradient_accumulation_steps)]
-        groups = groups[:steps_per_epoch]
         bar = tqdm(total=len(groups), initial=state["batch_in_epoch"], desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    unit="step", disable=not cfg.progress or rank != 0, leave=False)
         seen = correct = 0
