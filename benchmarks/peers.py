@@ -33,7 +33,7 @@ TARGET_SPEEDUP, TARGET_MICRO_MS, TARGET_INT8_DROP = 3.0, 1.5, 0.5
 
 
 def peer_row(kind: str, checkpoint, dataset_dir, *, batch_size: int, max_seq_length: int, threads: int,
-             max_samples: int | None, batch1_samples: int) -> dict:
+             batch1_samples: int) -> dict:
     """A bench-style row for a transformers baseline (run it through `zhcls.bench.isolated`)."""
     import torch
     import transformers
@@ -44,7 +44,7 @@ def peer_row(kind: str, checkpoint, dataset_dir, *, batch_size: int, max_seq_len
     torch.set_num_threads(threads)
     transformers.logging.set_verbosity_error()
     ds = data.load_dataset(dataset_dir, require=("dev",))
-    examples = ds.dev[:max_samples]
+    examples = ds.dev
     texts, y, n = [e.text_a for e in examples], data.encode_labels(examples, ds.labels, ds.problem_type), len(examples)
     tokenizer = transformers.AutoTokenizer.from_pretrained(checkpoint)
     model = transformers.AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
@@ -100,6 +100,15 @@ def peer_row(kind: str, checkpoint, dataset_dir, *, batch_size: int, max_seq_len
     return row
 
 
+def subset(dataset: Path, out: Path, n: int) -> Path:
+    """The dataset's label.txt and its first n dev lines: everything, exports' INT8 gate included, uses only those."""
+    out.mkdir(parents=True)
+    (out / "label.txt").write_bytes((dataset / "label.txt").read_bytes())
+    lines = (dataset / "dev.txt").read_text(encoding="utf-8").splitlines(keepends=True)
+    (out / "dev.txt").write_text("".join(lines[:n]), encoding="utf-8")
+    return out
+
+
 def ratios(rows: list[dict], shape: str) -> str:
     """Per zhcls backend: speed-up over the pipeline (real-length texts) and over eager (padded to 128)."""
     by = {r["backend"]: r for r in rows}
@@ -151,7 +160,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", default="micro,medium", help="comma-separated: micro, medium")
     parser.add_argument("--rounds", type=int, default=3, help="measurements per system; medians are reported")
-    parser.add_argument("--samples", type=int, default=None, help="dev texts to use (default: all 1955)")
+    parser.add_argument("--samples", type=int, default=None, help="use only the first N dev texts (default: all 1955)")
     parser.add_argument("--batch1_samples", type=int, default=200, help="texts timed one at a time")
     parser.add_argument("--threads", type=int, default=None, help="default: the cores this process may use, at most 8")
     parser.add_argument("--train_epochs", type=int, default=2, help="epochs for the INT8 check (0: skip it)")
@@ -160,15 +169,15 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.quick:
         args.shapes, args.rounds, args.samples, args.batch1_samples, args.train_epochs = "micro", 1, 320, 50, 0
-    dataset, vocab = SHARED / "data" / "kuake_qic", SHARED / "vocab" / "ernie-3.0-zh" / "vocab.txt"
-    labels = read_labels(dataset / "label.txt")
+    kuake, vocab = SHARED / "data" / "kuake_qic", SHARED / "vocab" / "ernie-3.0-zh" / "vocab.txt"
+    labels = read_labels(kuake / "label.txt")
     threads = args.threads or default_threads()
-    options = dict(batch_size=32, max_seq_length=128, threads=threads, max_samples=args.samples,
-                   batch1_samples=args.batch1_samples)
+    options = dict(batch_size=32, max_seq_length=128, threads=threads, batch1_samples=args.batch1_samples)
     print(f"{threads} threads, {args.rounds} round(s), KUAKE-QIC dev ({args.samples or 'all'} texts), batch 32")
 
     all_rows, summaries = [], []
     with tempfile.TemporaryDirectory(prefix="zhcls-peers-") as tmp:
+        dataset = subset(kuake, Path(tmp) / "kuake_qic", args.samples) if args.samples else kuake
         for shape in args.shapes.split(","):
             work = Path(tmp) / shape
             model, tokenizer = load_pretrained(SHAPES[shape], labels, init_random=True, vocab_file=str(vocab))
@@ -188,7 +197,7 @@ def main(argv=None) -> None:
             summaries.append(f"{format_table(rows)}\n{ratios(rows, shape)}")
             print(summaries[-1], flush=True)
         if args.train_epochs:
-            summaries.append(int8_on_trained(Path(tmp), dataset, vocab, args.train_epochs, progress=True))
+            summaries.append(int8_on_trained(Path(tmp), kuake, vocab, args.train_epochs, progress=True))
     print("\n\n".join(summaries))
     if args.out:
         out = Path(args.out)

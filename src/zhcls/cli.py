@@ -86,6 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runtime(p)
 
     sub.add_parser("models", help="list the model zoo")
+
+    c = sub.add_parser("convert", help="PaddleNLP / TensorFlow / HF checkpoint -> Hugging Face folder")
+    c.add_argument("src", help="source folder (or TF checkpoint prefix)")
+    c.add_argument("--from", dest="from_format", default="auto", choices=["auto", "hf", "paddle", "tf"])
+    c.add_argument("--to", dest="dst", required=True, help="output folder (config.json, model.safetensors, vocab.txt)")
+
+    i = sub.add_parser("inspect", help="format, architecture, parameters, unused / missing tensors of a checkpoint")
+    i.add_argument("src", help="checkpoint folder (HF, PaddleNLP or TensorFlow)")
     return parser
 
 
@@ -180,7 +188,20 @@ def cmd_models(args) -> None:
         print(f"{m.name:34} {shape:>19} {params / 1e6:7.1f}M {m.source_format:>6}  {published}")
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "models": cmd_models}
+def cmd_convert(args) -> None:
+    from .convert import convert
+
+    print(f"converted {args.src} -> {convert(args.src, args.dst, from_format=args.from_format)}")
+
+
+def cmd_inspect(args) -> None:
+    from .convert import format_inspect, inspect
+
+    print(format_inspect(inspect(args.src)))
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "models": cmd_models,
+            "convert": cmd_convert, "inspect": cmd_inspect}
 
 
 def main(argv=None) -> int:

@@ -59,8 +59,8 @@ PDPARAMS = "model_state.pdparams"
 CONVERTER_VERSION = 1
 CACHE_ENV = "ZHCLS_CACHE"
 _TF_DATA = re.compile(r"\.data-\d{5}-of-\d{5}$")
-_DISCRIMINATOR = ("discriminator_predictions.dense.weight", "discriminator_predictions.dense.bias",
-                  "discriminator_predictions.dense_prediction.weight", "discriminator_predictions.dense_prediction.bias")
+_DISCRIMINATOR = tuple(f"discriminator_predictions.{layer}.{kind}" for layer in ("dense", "dense_prediction")
+                       for kind in ("weight", "bias"))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -141,7 +141,8 @@ def locate(src, from_format: str = "auto") -> Source:
         raise ZhclsError(f"{src}: not a checkpoint (expected a folder, {PDPARAMS}, model.safetensors, "
                          "pytorch_model.bin or a TensorFlow prefix / .index)")
     if from_format not in ("auto", fmt):
-        raise ZhclsError(f"--from {from_format}: {src} is a {FORMAT_NAMES[fmt]} checkpoint; pass --from {fmt} (or auto)")
+        raise ZhclsError(f"--from {from_format}: {src} is a {FORMAT_NAMES[fmt]} checkpoint; "
+                         f"pass --from {fmt} (or auto)")
     return Source(fmt, folder, reader_path)
 
 
@@ -337,12 +338,13 @@ def cache_key(source: Source, vocab_file=None) -> str:
     if vocab_file is not None:
         files.append(Path(vocab_file))
     stamps = [_stamp(p) for p in files if p.is_file()]
-    payload = {"version": CONVERTER_VERSION, "format": source.fmt, "source": str(source.path.resolve()), "files": stamps}
+    payload = {"version": CONVERTER_VERSION, "format": source.fmt, "source": str(source.path.resolve()),
+               "files": stamps}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 def _complete(entry: Path) -> bool:
-    return (entry / "config.json").is_file() and (entry / "model.safetensors").is_file() and (entry / "vocab.txt").is_file()
+    return all((entry / name).is_file() for name in ("config.json", "model.safetensors", "vocab.txt"))
 
 
 def cached_conversion(src, cache_dir=None, *, vocab_file=None) -> Path:

@@ -59,6 +59,10 @@ class OnnxPredictor(Predictor):
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or default_threads()
         options.inter_op_num_threads = 1  # one op at a time: the graph is a chain
+        # Idle threads sleep instead of spinning: on a busy or shared machine spinning threads fight the
+        # other processes (measured: 6.7 vs 4.3 ms/sample, INT8 Micro, 2 threads, loaded 2-core machine);
+        # on an idle one the cost is small for batched work.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3  # errors only; ORT's notes about unused initializers are noise here
         self.model_path, self.variant = Path(model_path), variant
         try:

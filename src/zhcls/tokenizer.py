@@ -65,8 +65,8 @@ def _normalizer(do_lower_case: bool) -> normalizers.Normalizer:
 
 
 def _pre_tokenizer() -> pre_tokenizers.PreTokenizer:
-    # BertPreTokenizer plus a symbol split would give the same words, but its punctuation table is
-    # old and the extra pass costs 10%.
+    # PaddleNLP's rule: split on whitespace, then isolate each punctuation mark or symbol. (Rust's
+    # BertPreTokenizer would add a punctuation pass with old tables that the regex covers: 10% slower.)
     split = pre_tokenizers.Split(PUNCTUATION_OR_SYMBOL, "isolated")
     return pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), split])
 
