@@ -161,7 +161,7 @@ def main(argv=None) -> None:
     parser.add_argument("--shapes", default="micro,medium", help="comma-separated: micro, medium")
     parser.add_argument("--rounds", type=int, default=3, help="measurements per system; medians are reported")
     parser.add_argument("--samples", type=int, default=None, help="use only the first N dev texts (default: all 1955)")
-    parser.add_argument("--batch1_samples", type=int, default=200, help="texts timed one at a time")
+    parser.add_argument("--batch1_samples", type=int, default=100, help="texts timed one at a time")
     parser.add_argument("--threads", type=int, default=None, help="default: the cores this process may use, at most 8")
     parser.add_argument("--train_epochs", type=int, default=2, help="epochs for the INT8 check (0: skip it)")
     parser.add_argument("--quick", action="store_true", help="Micro, 320 texts, 1 round, 50 batch-1 texts, no training")
@@ -184,7 +184,7 @@ def main(argv=None) -> None:
             checkpoint = save_checkpoint(model, tokenizer, work / "checkpoint",
                                          {"task": "text", "problem_type": "multi_class", "max_seq_length": 128})
             del model
-            specs = prepare(checkpoint, dataset, BACKENDS, work, max_seq_length=128)
+            specs = prepare(checkpoint, dataset, work, BACKENDS, max_seq_length=128)
             runs = defaultdict(list)
             for r in range(args.rounds):
                 print(f"{shape}: round {r + 1}/{args.rounds}", flush=True)

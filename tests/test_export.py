@@ -63,8 +63,11 @@ def ernie_export(shared, small_dataset, tmp_path_factory):
 @pytest.mark.parametrize("family", ["bert", "electra"])
 def test_export_matches_pytorch(shared, tmp_path, family):
     checkpoint = tiny_checkpoint(tmp_path / "ckpt", shared, family)
-    report = export(checkpoint, tmp_path / "export", progress=False)
+    report = export(checkpoint, tmp_path / "export", fp16=family == "electra", progress=False)
     assert report["fused"]["max_abs_diff"] <= TOLERANCE["fp32"]
+    if family == "electra":  # fp16 runs (slowly) on CPU too, so it is verified like the rest
+        assert report["variants"]["fp16"]["max_abs_diff"] <= TOLERANCE["fp16"]
+        assert OnnxPredictor.from_dir(tmp_path / "export").variant == "fp32"  # auto: fp16 only on a GPU
     assert {"Attention", "SkipLayerNormalization", "EmbedLayerNormalization"} <= set(report["fusions"])
     assert set(report["checked_on"]) >= {"one character", "max length beside one character", "pairs"}
     onnx = OnnxPredictor.from_dir(tmp_path / "export")
@@ -214,4 +217,6 @@ def test_clear_errors(ernie_export, small_dataset, tmp_path):
         export(checkpoint, tmp_path / "x", dataset_dir=empty, progress=False)
     with pytest.raises(ZhclsError, match="only int8"):
         export(checkpoint, tmp_path / "x", quantize="int4", progress=False)
+    with pytest.raises(ZhclsError, match="opset 14 or newer"):
+        export(checkpoint, tmp_path / "x", opset=13, progress=False)
     assert not (tmp_path / "x").exists()

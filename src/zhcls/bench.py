@@ -56,11 +56,12 @@ def isolated(fn, *args, **kwargs):
         return pool.submit(fn, *args, **kwargs).result()
 
 
-def prepare(params_path, dataset_dir, backends=BACKENDS, work_dir=None, *, max_seq_length: int = 128,
+def prepare(params_path, dataset_dir, work_dir, backends=BACKENDS, *, max_seq_length: int = 128,
             dev_file: str = "dev.txt", label_file: str = "label.txt", progress: bool = True) -> list[dict]:
     """What to measure for each backend: ``{"backend", "path", "variant"}``; a checkpoint is exported
     into ``work_dir`` as needed. Given an export folder, backends it cannot serve are skipped."""
-    from .export import export  # torch: only when a checkpoint is exported, never in an ONNX measurement
+    # Imported here: torch is needed to export a checkpoint, never in an ONNX measurement.
+    from .export import export
 
     params_path = Path(params_path)
     unknown = set(backends) - set(BACKENDS)
@@ -94,7 +95,7 @@ def prepare(params_path, dataset_dir, backends=BACKENDS, work_dir=None, *, max_s
 
 
 def measure(spec: dict, dataset_dir, *, batch_size: int = 32, max_seq_length: int = 128, threads: int | None = None,
-            max_samples: int | None = None, batch1_samples: int = 200, dev_file: str = "dev.txt",
+            max_samples: int | None = None, batch1_samples: int = 100, dev_file: str = "dev.txt",
             label_file: str = "label.txt") -> dict:
     """One row for one backend (see the module docstring), measured in a fresh process."""
     return isolated(_measure, spec, str(dataset_dir), batch_size=batch_size, max_seq_length=max_seq_length,
@@ -195,7 +196,7 @@ def median_row(rows: list[dict]) -> dict:
 
 
 def bench(params_path, dataset_dir, *, backends=BACKENDS, batch_size: int = 32, max_seq_length: int = 128,
-          threads: int | None = None, repeats: int = 3, max_samples: int | None = None, batch1_samples: int = 200,
+          threads: int | None = None, repeats: int = 3, max_samples: int | None = None, batch1_samples: int = 100,
           work_dir=None, name: str | None = None, dev_file: str = "dev.txt", label_file: str = "label.txt",
           progress: bool = True) -> list[dict]:
     """One row per backend for a checkpoint or export folder on a dataset's dev split (medians of ``repeats``).
@@ -207,7 +208,7 @@ def bench(params_path, dataset_dir, *, backends=BACKENDS, batch_size: int = 32, 
     options = dict(batch_size=batch_size, max_seq_length=max_seq_length, threads=threads, max_samples=max_samples,
                    batch1_samples=batch1_samples, dev_file=dev_file, label_file=label_file)
     with tempfile.TemporaryDirectory(prefix="zhcls-bench-") as tmp:
-        specs = prepare(params_path, dataset_dir, backends, work_dir or tmp, max_seq_length=max_seq_length,
+        specs = prepare(params_path, dataset_dir, work_dir or tmp, backends, max_seq_length=max_seq_length,
                         dev_file=dev_file, label_file=label_file, progress=progress)
         for spec in specs:
             spec["model"] = name or Path(params_path).name
@@ -252,6 +253,7 @@ def plot(rows: list[dict], path) -> Path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     from .io import atomic_path
 
@@ -270,6 +272,7 @@ def plot(rows: list[dict], path) -> Path:
             if r.get("real_ms") is not None:
                 ax.plot([r["real_ms"], r["padded_ms"]], [r["score"]] * 2, color=color, lw=0.6, alpha=0.5)
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())  # 5, 10, 20 rather than 5x10^0
     ax.set_xlabel("latency, ms per sample (log; filled: real-length texts, hollow: padded)")
     ax.set_ylabel(f"dev {rows[0]['metric']} %" if rows else "dev score %")
     ax.set_title("precision vs latency")

@@ -10,12 +10,8 @@ through `torch.load(weights_only=True)` or the restricted .pdparams unpickler.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from . import zoo
 from .errors import ZhclsError
+from .io import atomic_dir
 from .modeling import EncoderConfig, SequenceClassifier
 from .tokenizer import Tokenizer
 
@@ -177,6 +174,10 @@ def load_pretrained(model: str, labels: list[str] | None = None, *, init_random:
                     "Expect far lower accuracy than the published results.", model)
         return build_model(config, labels), tokenizer
     folder = _resolve(model, cache_dir)
+    if source_format(folder) in ("paddle", "tf"):  # converted once, then loaded from the cache
+        from .convert import cached_conversion
+
+        folder = cached_conversion(folder, vocab_file=vocab_file)
     config, state = read_source(folder)
     vocab = Path(vocab_file) if vocab_file else folder / "vocab.txt"
     if not vocab.exists():
@@ -185,35 +186,24 @@ def load_pretrained(model: str, labels: list[str] | None = None, *, init_random:
     return build_model(config, labels, state), tokenizer
 
 
-@contextlib.contextmanager
-def atomic_dir(path: Path):
-    """Yield a temporary folder beside ``path``; on success it replaces ``path`` whole."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        yield tmp
-        old = path.with_name(f".{path.name}.old")
-        if path.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+def write_model_folder(folder: Path, config: dict, state: dict, tokenizer: Tokenizer) -> None:
+    """The files of the checkpoint contract: config.json, model.safetensors, tokenizer files, label.txt."""
+    save_file({k: v.detach().contiguous() for k, v in state.items()}, folder / "model.safetensors",
+              metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps(config, ensure_ascii=False, indent=2), encoding="utf-8")
+    tokenizer.save(folder)
+    if "id2label" in config:
+        labels = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
+        (folder / "label.txt").write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
 
 
 def save_checkpoint(model: SequenceClassifier, tokenizer: Tokenizer, path, meta: dict | None = None) -> Path:
-    """Write the checkpoint folder atomically. ``meta`` goes into config.json's ``zhcls`` block."""
+    """Write the checkpoint folder atomically (its training_state/ survives). ``meta`` goes into
+    config.json's ``zhcls`` block."""
     config = model.config.to_dict()
     config["zhcls"] = {**config.get("zhcls", {}), **(meta or {})}
-    with atomic_dir(path) as tmp:
-        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
-        (tmp / "config.json").write_text(json.dumps(config, ensure_ascii=False, indent=2), encoding="utf-8")
-        (tmp / "label.txt").write_text("".join(f"{label}\n" for label in model.config.labels), encoding="utf-8")
-        tokenizer.save(tmp)
+    with atomic_dir(path, keep=("training_state",)) as tmp:
+        write_model_folder(tmp, config, model.state_dict(), tokenizer)
     return Path(path)
 
 

@@ -43,10 +43,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
-from .checkpoint import IGNORED_PREFIXES, WEIGHT_FILES, _normalise_names, _read_hf_weights, _read_json, atomic_dir
+from .checkpoint import (IGNORED_PREFIXES, WEIGHT_FILES, _normalise_names, _read_hf_weights, _read_json,
+                         write_model_folder)
 from .errors import ZhclsError
+from .io import atomic_dir
 from .modeling import EncoderConfig, SequenceClassifier
 from .tokenizer import Tokenizer
 
@@ -216,6 +217,9 @@ def _select(config: dict, state: dict, where: Path) -> tuple[dict, dict[str, tor
         arch = "ElectraForPreTraining"
     else:
         arch = f"{family}Model"
+    if encoder_config.is_pruned:
+        log.warning("%s: a pruned model (per-layer head counts / FFN widths): zhcls loads it, transformers cannot",
+                    where)
     config["architectures"] = [arch]
     return config, out, left_out
 
@@ -243,23 +247,7 @@ class _Conversion:
     tokenizer: Tokenizer
 
     def write(self, folder: Path) -> None:
-        save_file(self.state, folder / "model.safetensors", metadata={"format": "pt"})
-        (folder / "config.json").write_text(json.dumps(self.config, ensure_ascii=False, indent=2), encoding="utf-8")
-        self.tokenizer.save(folder)
-        if "id2label" in self.config:
-            labels = [self.config["id2label"][str(i)] for i in range(len(self.config["id2label"]))]
-            (folder / "label.txt").write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
-        _usual_permissions(folder)
-
-
-def _usual_permissions(folder: Path) -> None:
-    """mkdtemp / mkstemp (behind atomic_dir, atomic_open) create 0700 / 0600; give the folder the umask's modes."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    folder.chmod(0o777 & ~umask)
-    for path in folder.iterdir():
-        path.chmod(0o666 & ~umask)
-
+        write_model_folder(folder, self.config, self.state, self.tokenizer)
 
 def _prepare(source: Source, *, vocab_file=None, config_path=None) -> _Conversion:
     """Read, check and select everything before anything is written."""
@@ -436,9 +424,9 @@ def _architecture(config: dict) -> dict:
         "type_vocab": config.get("type_vocab_size"),
         "hidden_act": config.get("hidden_act"),
     }
-    if config.get("id2label") or config.get("num_labels"):
-        if str(arch["architecture"]).endswith("ForSequenceClassification"):
-            arch["num_labels"] = len(config["id2label"]) if config.get("id2label") else config["num_labels"]
+    labels = len(config["id2label"]) if config.get("id2label") else config.get("num_labels")
+    if labels and str(arch["architecture"]).endswith("ForSequenceClassification"):
+        arch["num_labels"] = labels
     return arch
 
 
@@ -512,7 +500,7 @@ def _hf_shapes(folder: Path, files: list[Path]) -> dict[str, tuple[list[int], st
 
             try:
                 with safe_open(path, framework="pt") as f:
-                    for name in f.keys():
+                    for name in f.keys():  # noqa: SIM118 (safe_open is not iterable)
                         part = f.get_slice(name)
                         shapes[name] = (list(part.get_shape()), _dtype_name(part.get_dtype()))
             except Exception as e:  # a damaged header: safetensors raises its own error types

@@ -36,7 +36,8 @@ from tqdm.auto import tqdm
 
 from . import __version__, data, metrics
 from .bench import dev_score
-from .checkpoint import atomic_dir, load_checkpoint
+from .checkpoint import load_checkpoint
+from .io import atomic_dir
 from .errors import ZhclsError
 from .onnx_predict import INPUT_NAMES, OUTPUT_NAME, REPORT, VARIANTS, OnnxPredictor
 from .predict import TorchPredictor, read_meta
@@ -45,7 +46,7 @@ log = logging.getLogger("zhcls")
 
 OPSET = 17  # LayerNormalization is a single op from 17 on
 TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}
-PARITY_TEXTS = 256  # dev texts compared with PyTorch; the INT8 gate scores all of dev
+PARITY_TEXTS = 128  # dev texts compared with PyTorch; the INT8 gate scores all of dev
 # Dynamic INT8 settings tried in turn until one stays within max_accuracy_drop: per-tensor weights
 # first (fastest), then per-channel scales, then 7-bit reduce-range (for CPUs without VNNI).
 INT8_MODES = ({"per_channel": False, "reduce_range": False},
@@ -86,7 +87,7 @@ def to_onnx(model, path, opset: int = OPSET) -> None:
             torch.onnx.export(model.eval(), (ids, types, mask), str(path), dynamo=False, opset_version=opset,
                               input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME],
                               dynamic_axes={**{name: axes for name in INPUT_NAMES}, OUTPUT_NAME: {0: "batch"}})
-        except (torch.onnx.errors.OnnxExporterError, torch.onnx.errors.UnsupportedOperatorError, ValueError) as e:
+        except (torch.onnx.errors.OnnxExporterError, RuntimeError) as e:  # e.g. an opset this torch does not know
             raise ZhclsError(f"ONNX export with opset {opset} failed: {str(e).splitlines()[0]}") from None
 
 
@@ -161,17 +162,13 @@ def check_cases(texts_a: list[str], texts_b: list[str] | None, max_len: int) -> 
     """Named (texts_a, texts_b) sets that PyTorch and ONNX must agree on: the texts and the edge cases."""
     pick = np.linspace(0, len(texts_a) - 1, min(len(texts_a), PARITY_TEXTS)).astype(int)
     texts_a, texts_b = [texts_a[i] for i in pick], None if texts_b is None else [texts_b[i] for i in pick]
-    longest = max(texts_a, key=len) or "长"
-    too_long = longest * (max_len // len(longest) + 2)  # cut to exactly max_len tokens
-    one = texts_a[0][:1] or "长"
-    cases = {"texts": (texts_a, texts_b),
-             "one character": ([one], None if texts_b is None else [one]),
-             "max length beside one character": ([too_long, one], None if texts_b is None else [too_long, one])}
-    halves = (texts_a[: len(texts_a) // 2], texts_a[len(texts_a) // 2:][::-1]) if len(texts_a) > 1 else (texts_a, texts_a)
-    n = min(len(halves[0]), len(halves[1]), 32)
-    cases["pairs"] = (halves[0][:n] + [too_long], halves[1][:n] + [one])
-    cases["pair cut to max length"] = ([too_long], [too_long])
-    return cases
+    too_long = " ".join([max(texts_a, key=len) or "长"] * max_len)  # at least max_len tokens: cut to max_len
+    one = next((c for c in texts_a[0] if not c.isspace()), "长")
+    return {"texts": (texts_a, texts_b),
+            "one character": ([one], None if texts_b is None else [one]),
+            "max length beside one character": ([too_long, one], None if texts_b is None else [too_long, one]),
+            "pairs": (texts_a[:32] + [too_long], texts_a[::-1][:32] + [one]),
+            "pair cut to max length": ([too_long], [too_long])}
 
 
 def compare(ref: np.ndarray, got: np.ndarray, problem_type: str) -> dict:

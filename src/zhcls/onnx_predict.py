@@ -65,8 +65,9 @@ class OnnxPredictor(Predictor):
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3  # errors only; ORT's notes about unused initializers are noise here
         self.model_path, self.variant = Path(model_path), variant
+        chosen = providers(device)
         try:
-            self.session = ort.InferenceSession(str(model_path), options, providers=providers(device))
+            self.session = ort.InferenceSession(str(model_path), options, providers=chosen)
         except Exception as e:  # onnxruntime's own exception types: missing file, bad protobuf, bad graph
             raise ZhclsError(f"{model_path}: ONNX Runtime cannot load it ({str(e).splitlines()[0]})") from None
         names = tuple(i.name for i in self.session.get_inputs())

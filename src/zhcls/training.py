@@ -25,7 +25,8 @@ from tqdm.auto import tqdm
 
 from . import data
 from .batching import training_batches
-from .checkpoint import atomic_dir, load_pretrained, save_checkpoint
+from .checkpoint import load_pretrained, save_checkpoint
+from .io import atomic_dir
 from .devices import amp_dtype, resolve_device
 from .errors import ZhclsError
 from .predict import TorchPredictor
