@@ -95,13 +95,15 @@ class OnnxPredictor(Predictor):
             config = json.loads((path / "config.json").read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ZhclsError(f"{path / 'config.json'}: not valid JSON ({e})") from None
-        meta = config.get("zhcls", {})
-        labels = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
-        max_len = max_seq_length or meta.get("max_seq_length", 128)
-        if max_len > config.get("max_position_embeddings", 512):
-            raise ZhclsError(f"max_seq_length {max_len} exceeds the model's {config['max_position_embeddings']} positions")
+        meta, id2label = config.get("zhcls", {}), config.get("id2label")
+        if not id2label:
+            raise ZhclsError(f"{path / 'config.json'}: no id2label, so the labels are unknown; export the model again")
+        labels = [id2label[str(i)] for i in range(len(id2label))]
+        max_len, positions = max_seq_length or meta.get("max_seq_length", 128), config.get("max_position_embeddings", 512)
+        if max_len > positions:
+            raise ZhclsError(f"max_seq_length {max_len} exceeds the model's {positions} positions")
         on_gpu = providers(device)[0] != "CPUExecutionProvider"
-        if variant == "auto":
+        if variant == "auto":  # dynamic INT8's kernels are CPU ones, fp16 pays off on a GPU only
             variant = next(v for v in ("fp16", "int8", "fp32") if (path / VARIANTS[v]).exists()
                            and (v != "fp16" or on_gpu) and (v != "int8" or not on_gpu))
         elif variant not in VARIANTS:
