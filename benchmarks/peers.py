@@ -196,14 +196,14 @@ def main(argv=None) -> None:
             all_rows += rows
             summaries.append(f"{format_table(rows)}\n{ratios(rows, shape)}")
             print(summaries[-1], flush=True)
+        if args.out:
+            out = Path(args.out)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "rows.json").write_text(json.dumps(all_rows, ensure_ascii=False, indent=1), encoding="utf-8")
+            summaries.append(f"rows: {out / 'rows.json'}, figure: {plot(all_rows, out / 'precision_latency.png')}")
         if args.train_epochs:
             summaries.append(int8_on_trained(Path(tmp), kuake, vocab, args.train_epochs, progress=True))
     print("\n\n".join(summaries))
-    if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "rows.json").write_text(json.dumps(all_rows, ensure_ascii=False, indent=1), encoding="utf-8")
-        print(f"figure: {plot(all_rows, out / 'precision_latency.png')}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ prune.py, analysis/evaluate.py), plus zhcls's own.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -86,6 +87,34 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runtime(p)
 
     sub.add_parser("models", help="list the model zoo")
+
+    x = sub.add_parser("export", help="verified ONNX export (fused graph, optional INT8) for ONNX Runtime")
+    x.add_argument("--params_path", default="./checkpoint", help="checkpoint folder to export")
+    x.add_argument("--output_path", default="./export", help="export folder (model.onnx, tokenizer, labels, report)")
+    x.add_argument("--opset", type=int, default=None, help="ONNX opset (default: zhcls's tested one)")
+    x.add_argument("--fp16", action="store_true", help="also write an fp16 graph (for the CUDA provider)")
+    x.add_argument("--quantize", choices=["int8"], default=None, help="INT8 dynamic quantisation, gated on dev accuracy")
+    x.add_argument("--max_accuracy_drop", type=float, default=0.5, help="INT8 gate, in accuracy points")
+    x.add_argument("--dataset_dir", default=None, help="dev texts for verification and the INT8 gate")
+    x.add_argument("--dev_file", default="dev.txt")
+    x.add_argument("--label_file", default="label.txt")
+    x.add_argument("--no_optimize", action="store_true", help="skip ONNX Runtime's transformer fusions")
+    x.add_argument("--max_seq_length", type=int, default=None)
+    x.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads during verification")
+
+    b = sub.add_parser("bench", help="dev accuracy and latency per backend (torch, onnx, onnx-fused, onnx-int8)")
+    b.add_argument("--params_path", required=True, nargs="+", help="checkpoint or export folder(s); several: one plot")
+    b.add_argument("--dataset_dir", required=True)
+    b.add_argument("--dev_file", default="dev.txt")
+    b.add_argument("--label_file", default="label.txt")
+    b.add_argument("--backends", default="torch,onnx,onnx-fused,onnx-int8")
+    b.add_argument("--batch_size", type=int, default=32)
+    b.add_argument("--max_seq_length", type=int, default=128)
+    b.add_argument("--threads", type=int, default=None)
+    b.add_argument("--repeats", type=int, default=3, help="runs per backend; medians are reported")
+    b.add_argument("--max_samples", type=int, default=None, help="use the first N dev texts")
+    b.add_argument("--json", default=None, help="also write the rows as JSON here")
+    b.add_argument("--plot", default=None, help="accuracy-latency PNG here")
 
     c = sub.add_parser("convert", help="PaddleNLP / TensorFlow / HF checkpoint -> Hugging Face folder")
     c.add_argument("src", help="source folder (or TF checkpoint prefix)")
@@ -188,6 +217,35 @@ def cmd_models(args) -> None:
         print(f"{m.name:34} {shape:>19} {params / 1e6:7.1f}M {m.source_format:>6}  {published}")
 
 
+def cmd_export(args) -> None:
+    from .export import OPSET, export
+
+    report = export(args.params_path, args.output_path, opset=args.opset or OPSET, fp16=args.fp16,
+                    quantize=args.quantize, max_accuracy_drop=args.max_accuracy_drop, dataset_dir=args.dataset_dir,
+                    optimize=not args.no_optimize, max_seq_length=args.max_seq_length, dev_file=args.dev_file,
+                    label_file=args.label_file, threads=args.threads, progress=not args.quiet)
+    print(f"exported {args.params_path} -> {args.output_path}; report: {args.output_path}/export_report.json")
+    print(json.dumps(report.get("summary", report), ensure_ascii=False, indent=1)[:2000])
+
+
+def cmd_bench(args) -> None:
+    from .bench import bench, format_table, plot
+    from .metrics import write_json
+
+    backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
+    rows = []
+    for path in args.params_path:
+        rows += bench(path, args.dataset_dir, backends=backends, batch_size=args.batch_size,
+                      max_seq_length=args.max_seq_length, threads=args.threads, repeats=args.repeats,
+                      max_samples=args.max_samples, dev_file=args.dev_file, label_file=args.label_file,
+                      progress=not args.quiet)
+    print(format_table(rows))
+    if args.json:
+        write_json(args.json, rows)
+    if args.plot:
+        print(f"plot: {plot(rows, args.plot)}")
+
+
 def cmd_convert(args) -> None:
     from .convert import convert
 
@@ -201,7 +259,7 @@ def cmd_inspect(args) -> None:
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "models": cmd_models,
-            "convert": cmd_convert, "inspect": cmd_inspect}
+            "export": cmd_export, "bench": cmd_bench, "convert": cmd_convert, "inspect": cmd_inspect}
 
 
 def main(argv=None) -> int:

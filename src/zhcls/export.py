@@ -37,8 +37,8 @@ from tqdm.auto import tqdm
 from . import __version__, data, metrics
 from .bench import dev_score
 from .checkpoint import load_checkpoint
-from .io import atomic_dir
 from .errors import ZhclsError
+from .io import atomic_dir
 from .onnx_predict import INPUT_NAMES, OUTPUT_NAME, REPORT, VARIANTS, OnnxPredictor
 from .predict import TorchPredictor, read_meta
 
