@@ -32,7 +32,7 @@ def waimai_model(shared, tmp_path_factory):
     save_dir = tmp_path_factory.mktemp("waimai") / "ckpt"
     result = zhcls.train(dataset_dir=str(shared / "data/waimai_10k"), model_name=SMALL, init_random=True,
                          vocab_file=str(shared / "vocab/bert-base-chinese/vocab.txt"), save_dir=str(save_dir),
-                         epochs=2, max_seq_length=64, progress=False)
+                         epochs=2, max_seq_length=64, progress=False, threads=1)
     return result
 
 
