@@ -17,3 +17,14 @@ def shared() -> Path:
     if not (path / "data").is_dir():
         pytest.fail(f"../shared not found at {path}: set ZHCLS_SHARED to the shared folder", pytrace=False)
     return path
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: thread hand-offs cost more than the matmuls, badly so on a busy machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -1,4 +1,5 @@
 """Helpers shared by the test modules."""
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -23,3 +24,17 @@ def subset(src: Path, dst: Path, n_train: int, n_dev: int, balanced: bool = Fals
             lines = [line for group in zip(*by_label.values()) for line in group]
         (dst / name).write_text("\n".join(lines[:n]) + "\n", encoding="utf-8")
     return dst
+
+
+def writable_copy(src: Path, dst: Path) -> Path:
+    """A writable copy of a fixture folder (the shared fixtures are read-only)."""
+    shutil.copytree(src, dst)
+    for p in dst.iterdir():
+        p.chmod(0o644)
+    return dst
+
+
+def flip_byte(path: Path, pos: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[pos] ^= 0xFF
+    path.write_bytes(bytes(data))

@@ -15,17 +15,14 @@ from zhcls.convert import cache_root, cached_conversion, convert, format_inspect
 from zhcls.errors import ZhclsError
 from zhcls.formats.tf_bundle import TFCheckpoint
 
+from helpers import flip_byte, writable_copy
+
 TF_TOL = 1e-5  # the TF fixtures' README
 PADDLE_TOL = 1e-4  # the Paddle fixtures' README
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: thread hand-offs cost more than the matmuls."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+
 
 
 @pytest.fixture(scope="module")
@@ -41,17 +38,8 @@ def converted(shared, tf_dir, tmp_path_factory) -> dict[str, Path]:
     return {name: convert(src, root / name) for name, src in sources.items()}
 
 
-def writable_copy(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
-    for p in dst.iterdir():
-        p.chmod(0o644)
-    return dst
 
 
-def flip_byte(path: Path, pos: int) -> None:
-    data = bytearray(path.read_bytes())
-    data[pos] ^= 0xFF
-    path.write_bytes(bytes(data))
 
 
 # --- outputs named like the TF fixtures' reference.json (same approach as test_tf_checkpoint.forward) ----------

@@ -24,14 +24,9 @@ from zhcls.formats.paddle import (BOOKKEEPING_KEY, PDPARAMS, convert_paddle, is_
 FIXTURES = ("ernie_tiny_h64_l2", "bert_tiny_h64_l2", "electra_tiny_e32_h64_l2")
 TOLERANCE = 1e-4  # the README's; a correct float32 conversion lands near 1e-6
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: thread hand-offs cost more than the matmuls, badly so on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+
 
 
 def fixture_dir(shared, name):

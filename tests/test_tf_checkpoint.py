@@ -14,6 +14,8 @@ from zhcls.formats import tf_bundle
 from zhcls.formats.tf import convert_tf, is_tf_dir, unused_tensors
 from zhcls.formats.tf_bundle import TFCheckpoint, crc32c, masked_crc32c
 
+from helpers import flip_byte, writable_copy
+
 FIXTURES = ("bert_tiny_clue", "bert_tiny_clue_fp16", "bert_tiny_clue_sharded", "electra_tiny", "dtype_zoo")
 MODELS = ("bert_tiny_clue", "bert_tiny_clue_fp16", "bert_tiny_clue_sharded", "electra_tiny")
 TOL = 1e-5
@@ -24,19 +26,8 @@ def tf_dir(shared) -> Path:
     return shared / "fixtures" / "tf"
 
 
-def copy_fixture(tf_dir: Path, name: str, dest: Path) -> Path:
-    """A writable copy (the shared fixtures are read-only)."""
-    out = dest / name
-    shutil.copytree(tf_dir / name, out)
-    for p in out.iterdir():
-        p.chmod(0o644)
-    return out
 
 
-def flip_byte(path: Path, pos: int) -> None:
-    data = bytearray(path.read_bytes())
-    data[pos] ^= 0xFF
-    path.write_bytes(bytes(data))
 
 
 # --- crc32c -------------------------------------------------------------------------------------------------------
@@ -284,7 +275,7 @@ def test_electra_finetuning_head_is_linear(tf_dir, tmp_path):
 
 
 def test_every_flipped_index_byte_is_detected(tf_dir, tmp_path):
-    folder = copy_fixture(tf_dir, "bert_tiny_clue_sharded", tmp_path)
+    folder = writable_copy(tf_dir / "bert_tiny_clue_sharded", tmp_path / "bert_tiny_clue_sharded")
     index = folder / "bert_model.ckpt.index"
     original = index.read_bytes()
     # Every 5th byte of the blocks and their trailers (crc32c catches any single flip; a stride of 5 still hits
@@ -302,7 +293,7 @@ def test_every_flipped_index_byte_is_detected(tf_dir, tmp_path):
 
 
 def test_flipped_data_byte_missing_and_truncated_shards(tf_dir, tmp_path):
-    folder = copy_fixture(tf_dir, "bert_tiny_clue_sharded", tmp_path)
+    folder = writable_copy(tf_dir / "bert_tiny_clue_sharded", tmp_path / "bert_tiny_clue_sharded")
     ckpt = TFCheckpoint(folder)
     info = ckpt.tensors()["bert/embeddings/word_embeddings"]
     shard1 = folder / "bert_model.ckpt.data-00001-of-00002"

@@ -82,6 +82,12 @@ def _true_rank(y: np.ndarray, probs: np.ndarray) -> np.ndarray:
     return higher + tied_before
 
 
+def _per_class(labels, precision, recall, f1, support, predicted) -> list[dict]:
+    """One JSON-ready row per label."""
+    return [{"label": label, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s),
+             "predicted": int(k)} for label, p, r, f, s, k in zip(labels, precision, recall, f1, support, predicted)]
+
+
 def classification_report(labels: list[str], y_true: np.ndarray, probs: np.ndarray) -> dict:
     """Single-label report from gold class indices ``y_true`` (n,) and probabilities ``probs`` (n, C).
 
@@ -113,18 +119,8 @@ def classification_report(labels: list[str], y_true: np.ndarray, probs: np.ndarr
         # one FN, so micro P = micro R = micro F1 = accuracy.
         "micro_f1": accuracy,
         "weighted_f1": float((f1 * support).sum() / n),
-        "per_class": [
-            {
-                "label": labels[i],
-                "precision": float(precision[i]),
-                "recall": float(recall[i]),
-                "f1": float(f1[i]),
-                "support": int(support[i]),
-                "share": float(support[i] / n),
-                "predicted": int(predicted[i]),
-            }
-            for i in range(c)
-        ],
+        "per_class": [{**row, "share": row["support"] / n}
+                      for row in _per_class(labels, precision, recall, f1, support, predicted)],
         "confusion": confusion.tolist(),
     }
 
@@ -155,17 +151,7 @@ def multilabel_report(labels: list[str], y_true_multi_hot: np.ndarray, probs: np
         "macro_precision": float(precision.mean()),
         "macro_recall": float(recall.mean()),
         "macro_f1": float(f1.mean()),
-        "per_class": [
-            {
-                "label": labels[i],
-                "precision": float(precision[i]),
-                "recall": float(recall[i]),
-                "f1": float(f1[i]),
-                "support": int(support[i]),
-                "predicted": int(predicted[i]),
-            }
-            for i in range(len(labels))
-        ],
+        "per_class": _per_class(labels, precision, recall, f1, support, predicted),
     }
 
 
