@@ -11,7 +11,7 @@ reported. Then the INT8 target on a trained model: Micro trained briefly on KUAK
 
     python benchmarks/peers.py                  # Micro + Medium, 3 rounds, INT8 on a trained Micro
     python benchmarks/peers.py --quick          # Micro only, 320 texts, 1 round, no training
-    python benchmarks/peers.py --out results    # also rows.json and precision_latency.png
+    python benchmarks/peers.py --out results    # also rows.json (medians and every round) and a figure
 """
 from __future__ import annotations
 
@@ -175,7 +175,7 @@ def main(argv=None) -> None:
     options = dict(batch_size=32, max_seq_length=128, threads=threads, batch1_samples=args.batch1_samples)
     print(f"{threads} threads, {args.rounds} round(s), KUAKE-QIC dev ({args.samples or 'all'} texts), batch 32")
 
-    all_rows, summaries = [], []
+    all_rows, all_runs, summaries = [], {}, []
     with tempfile.TemporaryDirectory(prefix="zhcls-peers-") as tmp:
         dataset = subset(kuake, Path(tmp) / "kuake_qic", args.samples) if args.samples else kuake
         for shape in args.shapes.split(","):
@@ -194,12 +194,14 @@ def main(argv=None) -> None:
                     runs[kind].append(isolated(peer_row, kind, str(checkpoint), str(dataset), **options))
             rows = [{**median_row(v), "model": f"{shape} (random)"} for v in runs.values()]
             all_rows += rows
+            all_runs[shape] = runs
             summaries.append(f"{format_table(rows)}\n{ratios(rows, shape)}")
             print(summaries[-1], flush=True)
         if args.out:
             out = Path(args.out)
             out.mkdir(parents=True, exist_ok=True)
-            (out / "rows.json").write_text(json.dumps(all_rows, ensure_ascii=False, indent=1), encoding="utf-8")
+            (out / "rows.json").write_text(json.dumps({"medians": all_rows, "rounds": all_runs}, ensure_ascii=False,
+                                                      indent=1), encoding="utf-8")
             summaries.append(f"rows: {out / 'rows.json'}, figure: {plot(all_rows, out / 'precision_latency.png')}")
         if args.train_epochs:
             summaries.append(int8_on_trained(Path(tmp), kuake, vocab, args.train_epochs, progress=True))

