@@ -93,11 +93,11 @@ class TorchPredictor(Predictor):
                          task=meta.get("task", "text"))
         import torch
 
-        from .devices import resolve_device
+        from .devices import amp_dtype, resolve_device
 
         self.torch, self.device = torch, resolve_device(device)
         self.model = model.to(self.device).eval()
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+        self.amp_dtype = amp_dtype(amp, self.device)
 
     def _forward(self, batch):
         torch = self.torch
