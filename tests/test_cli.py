@@ -88,6 +88,7 @@ class Payload:
         return (os.system, ("touch pwned",))
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch notes our hand-made pickle
 def test_malicious_pytorch_bin_is_refused(tmp_path, shared):
     folder = tmp_path / "evil"
     folder.mkdir()
