@@ -197,7 +197,7 @@ def cmd_predict(args) -> None:
         labels = data.read_labels(Path(args.dataset_dir) / args.label_file, predictor.problem_type)
         if labels != predictor.labels:
             raise ZhclsError(f"{args.label_file}: labels differ from the model's ({', '.join(predictor.labels[:5])}, ...)")
-    texts = [(e.text_a, e.text_b) if e.text_b is not None else e.text_a for e in examples]
+    texts = data.predictor_inputs(examples)
     results = predictor.predict(texts, topk=args.topk, progress=not args.quiet)
     write_predictions(args.output_file, texts, results, topk=args.topk)
     print(f"{len(results)} predictions written to {args.output_file}")

@@ -71,6 +71,11 @@ class DatasetFolder:
         return {label: i for i, label in enumerate(self.labels)}
 
 
+def predictor_inputs(examples: Sequence[Example]) -> list:
+    """What `Predictor.predict` takes: the text, or (text_a, text_b) for a pair."""
+    return [e.text_a if e.text_b is None else (e.text_a, e.text_b) for e in examples]
+
+
 def read_labels(path, problem_type: str = "multi_class") -> list[str]:
     """Read label.txt: one label per line, in class-id order.
 

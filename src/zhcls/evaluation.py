@@ -37,7 +37,7 @@ def evaluate(params_path, dataset_dir, *, splits=("train", "dev", "test"), outpu
     out = Path(output_dir or Path(params_path) / "eval")
     reports = {}
     for split, examples in split_examples.items():
-        texts = [(e.text_a, e.text_b) for e in examples] if predictor.task == "pair" else [e.text_a for e in examples]
+        texts = data.predictor_inputs(examples)
         probs = predictor.predict_proba(texts, progress=progress)
         y_true = data.encode_labels(examples, labels, problem_type)
         if problem_type == "multi_class":

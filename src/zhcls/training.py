@@ -204,7 +204,7 @@ def train(config: TrainConfig | None = None, **kwargs) -> TrainResult:
 
     def evaluate_dev() -> float:
         model.eval()
-        probs = dev_predictor.predict_proba(_texts(ds.dev, ds.task))
+        probs = dev_predictor.predict_proba(data.predictor_inputs(ds.dev))
         model.train()
         if ds.problem_type == "multi_class":
             return float((probs.argmax(-1) == dev_y).mean())
@@ -284,10 +284,6 @@ def train(config: TrainConfig | None = None, **kwargs) -> TrainResult:
     if rank == 0 and state["best_epoch"]:
         log.info("best dev score %.4f at epoch %d; model saved in %s", state["best_score"], state["best_epoch"], save_dir)
     return TrainResult(save_dir, state["best_score"], state["best_epoch"], state["step"], state["history"], time.time() - t0)
-
-
-def _texts(examples, task):
-    return [(e.text_a, e.text_b) for e in examples] if task == "pair" else [e.text_a for e in examples]
 
 
 def _micro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
