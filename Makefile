@@ -17,7 +17,10 @@ install: $(PY)
 demo: install
 	$(PY) -m zhcls.demo --out demo_out
 
+# The layer contract and the linter first: both take seconds, the tests take minutes.
 test: install
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 clean:

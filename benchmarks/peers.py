@@ -1,7 +1,7 @@
 """zhcls against its peers on the same weights, in one run (TARGETS.md: ratios, not absolute times).
 
 Random-initialised ERNIE 3.0 Micro and Medium shapes (nothing can be downloaded here), KUAKE-QIC dev:
-  zhcls                  each backend of `zhcls.bench`: torch, onnx, onnx-fused, onnx-int8
+  zhcls                  each backend of `zhcls.deploy.bench`: torch, onnx, onnx-fused, onnx-int8
   transformers-pipeline  pipeline("text-classification") on the same checkpoint folder, batch 32
   transformers-eager     the same transformers model in plain PyTorch, batch 32 padded to 128
                          (and, as its "real" figure, padded to each batch's longest text)
@@ -34,12 +34,12 @@ TARGET_SPEEDUP, TARGET_MICRO_MS, TARGET_INT8_DROP = 3.0, 1.5, 0.5
 
 def peer_row(kind: str, checkpoint, dataset_dir, *, batch_size: int, max_seq_length: int, threads: int,
              batch1_samples: int) -> dict:
-    """A bench-style row for a transformers baseline (run it through `zhcls.bench.isolated`)."""
+    """A bench-style row for a transformers baseline (run it through `zhcls.deploy.bench.isolated`)."""
     import torch
     import transformers
 
     from zhcls import data
-    from zhcls.bench import dev_score, peak_rss_mb
+    from zhcls.deploy.bench import dev_score, peak_rss_mb
 
     torch.set_num_threads(threads)
     transformers.logging.set_verbosity_error()
@@ -131,8 +131,8 @@ def ratios(rows: list[dict], shape: str) -> str:
 
 def int8_on_trained(work: Path, dataset: Path, vocab: Path, epochs: int, progress: bool) -> str:
     """Train Micro briefly, export it with the INT8 gate, and say what the gate measured."""
+    from zhcls.deploy.export import export
     from zhcls.errors import ZhclsError
-    from zhcls.export import export
     from zhcls.training import train
 
     result = train(dataset_dir=str(dataset), model_name=SHAPES["micro"], init_random=True, vocab_file=str(vocab),
@@ -152,10 +152,11 @@ def int8_on_trained(work: Path, dataset: Path, vocab: Path, epochs: int, progres
 
 
 def main(argv=None) -> None:
-    from zhcls.bench import BACKENDS, format_table, isolated, measure, median_row, plot, prepare
-    from zhcls.checkpoint import load_pretrained, save_checkpoint
     from zhcls.data import read_labels
-    from zhcls.onnx_predict import default_threads
+    from zhcls.deploy.bench import BACKENDS, format_table, isolated, measure, median_row, plot, prepare
+    from zhcls.inference.onnx_predictor import default_threads
+    from zhcls.models.checkpoint import save_checkpoint
+    from zhcls.models.pretrained import load_pretrained
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shapes", default="micro,medium", help="comma-separated: micro, medium")

@@ -2,9 +2,9 @@
 import json
 
 import pytest
-from test_export import tiny_checkpoint
 
-from zhcls.bench import BACKENDS, bench, format_table, plot
+from test_export import tiny_checkpoint
+from zhcls.deploy.bench import BACKENDS, bench, format_table, plot
 from zhcls.errors import ZhclsError
 
 FIELDS = {"model", "backend", "variant", "metric", "score", "samples", "padded_ms", "padded_tokenizer_ms", "real_ms",

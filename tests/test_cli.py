@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from zhcls import zoo
-from zhcls.checkpoint import load_pretrained
 from zhcls.errors import ZhclsError
+from zhcls.models import zoo
+from zhcls.models.pretrained import load_pretrained
 
 
 def zhcls_cli(*args, env=None):
@@ -63,7 +63,7 @@ def test_predict_empty_data_file(tmp_path, shared):
     ckpt = tmp_path / "ckpt"
     model, tokenizer = load_pretrained("uer/chinese_roberta_L-2_H-128", ["a", "b"], init_random=True,
                                        vocab_file=shared / "vocab/bert-base-chinese/vocab.txt")
-    from zhcls.checkpoint import save_checkpoint
+    from zhcls.models.checkpoint import save_checkpoint
 
     save_checkpoint(model, tokenizer, ckpt, {"task": "text", "problem_type": "multi_class"})
     (tmp_path / "data.txt").write_text("\n  \n", encoding="utf-8")

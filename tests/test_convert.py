@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from zhcls import checkpoint
-from zhcls.convert import cache_root, cached_conversion, convert, format_inspect, inspect
-from zhcls.errors import ZhclsError
-from zhcls.formats.tf_bundle import TFCheckpoint
-
 from helpers import flip_byte, writable_copy
+from zhcls.errors import ZhclsError
+from zhcls.models import checkpoint
+from zhcls.models.cache import cache_root, cached_conversion
+from zhcls.models.convert import convert
+from zhcls.models.formats.tf_bundle import TFCheckpoint
+from zhcls.models.inspection import format_inspect, inspect
 
 TF_TOL = 1e-5  # the TF fixtures' README
 PADDLE_TOL = 1e-4  # the Paddle fixtures' README
@@ -83,7 +84,7 @@ def test_converted_tf_folder_reproduces_tensorflow_in_transformers_and_zhcls(tf_
     examples = json.loads((tf_dir / fixture / "reference.json").read_text(encoding="utf-8"))["examples"]
     inputs = batch(examples)
     family = json.loads((folder / "config.json").read_text())["model_type"]
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors", "special_tokens_map.json",
+    assert sorted(p.name for p in folder.iterdir()) == [".zhcls.json", "config.json", "model.safetensors", "special_tokens_map.json",
                                                          "tokenizer_config.json", "vocab.txt"]
 
     # transformers, the class config.json names, loaded with nothing missing or left over
@@ -326,7 +327,7 @@ def test_finetune_evaluate_export_a_converted_checkpoint(shared, converted, tmp_
     report = evaluate(tmp_path / "ckpt", data, splits=("dev",), plot=False, progress=False)
     assert report["dev"]["accuracy"] == pytest.approx(result.best_score, abs=1e-9)
 
-    export = pytest.importorskip("zhcls.export")
+    export = pytest.importorskip("zhcls.deploy.export")
     exported = export.export(tmp_path / "ckpt", tmp_path / "onnx", dataset_dir=data, progress=False)
     assert exported["plain"]["max_abs_diff"] <= exported["plain"]["tolerance"]
     assert (tmp_path / "onnx" / "model.onnx").is_file()

@@ -6,8 +6,17 @@ from dataclasses import FrozenInstanceError
 import numpy as np
 import pytest
 
-from zhcls.data import (PROBLEM_TYPES, TASKS, Example, detect_task, encode_labels, label_to_index,
-                        load_dataset, read_examples, read_labels, read_texts)
+from zhcls.data import (
+    PROBLEM_TYPES,
+    TASKS,
+    Example,
+    detect_task,
+    encode_labels,
+    load_dataset,
+    read_examples,
+    read_labels,
+    read_texts,
+)
 from zhcls.errors import ZhclsError
 
 LABELS = "pos\nneg\n"
@@ -341,7 +350,7 @@ def test_encode_multi_class(tmp_path):
     folder = load_dataset(tmp_path)
     ids = encode_labels(folder.train, folder.labels, "multi_class")
     assert ids.dtype == np.int64 and ids.tolist() == [0, 1]
-    assert label_to_index(folder.train, folder.labels, "multi_class").tolist() == [0, 1]
+    assert encode_labels(folder.train, folder.labels, "multi_class").tolist() == [0, 1]
 
 
 def test_encode_label_outside_list():

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import zhcls
-from zhcls.checkpoint import load_checkpoint
-from zhcls.data import read_examples, read_labels
-
 from helpers import SMALL, majority_share, subset
+from zhcls.data import read_examples, read_labels
+from zhcls.models.checkpoint import load_checkpoint
+
 
 def run_cli(*args, check=True):
     proc = subprocess.run([sys.executable, "-m", "zhcls", "-q", *map(str, args)], capture_output=True, text=True,

@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from zhcls import export as export_module
-from zhcls.checkpoint import load_checkpoint, save_checkpoint
 from zhcls.data import read_labels
+from zhcls.data.tokenizer import Tokenizer
+from zhcls.deploy import export as export_module
+from zhcls.deploy.export import TOLERANCE, export, fold_task_type, optimize_graph, to_onnx
 from zhcls.errors import ZhclsError
-from zhcls.export import TOLERANCE, export, fold_task_type, optimize_graph, to_onnx
-from zhcls.modeling import EncoderConfig, SequenceClassifier
-from zhcls.onnx_predict import OnnxPredictor
-from zhcls.predict import load
-from zhcls.tokenizer import Tokenizer
+from zhcls.inference.loading import load
+from zhcls.inference.onnx_predictor import OnnxPredictor
+from zhcls.models.checkpoint import load_checkpoint, save_checkpoint
+from zhcls.models.modeling import EncoderConfig, SequenceClassifier
 
 FAMILIES = {
     "bert": dict(model_type="bert"),

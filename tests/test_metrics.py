@@ -8,10 +8,17 @@ import zlib
 import numpy as np
 import pytest
 
-from zhcls import metrics
 from zhcls.errors import ZhclsError
-from zhcls.metrics import (classification_report, format_confusion, format_report, multilabel_report,
-                           plot_confusion, write_bad_cases, write_json)
+from zhcls.evaluation import metrics
+from zhcls.evaluation.metrics import (
+    classification_report,
+    format_confusion,
+    format_report,
+    multilabel_report,
+    plot_confusion,
+    write_bad_cases,
+    write_json,
+)
 
 # Hand-checked case. Class 2 (科技) is never predicted; class 3 (娱乐) has no support but is predicted
 # once; class 4 (教育) has neither. Row 4 ties the gold class with a lower index, row 6 ties the top

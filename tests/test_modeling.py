@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from zhcls.modeling import EncoderConfig, SequenceClassifier, count_parameters
+from zhcls.models.modeling import EncoderConfig, SequenceClassifier, count_parameters
 
 transformers = pytest.importorskip("transformers")
 

@@ -18,8 +18,14 @@ import torch
 import transformers
 
 from zhcls.errors import ZhclsError
-from zhcls.formats.paddle import (BOOKKEEPING_KEY, PDPARAMS, convert_paddle, is_paddle_dir, load_pdparams,
-                                  unused_paddle_names)
+from zhcls.models.formats.paddle import (
+    BOOKKEEPING_KEY,
+    PDPARAMS,
+    convert_paddle,
+    is_paddle_dir,
+    load_pdparams,
+    unused_paddle_names,
+)
 
 FIXTURES = ("ernie_tiny_h64_l2", "bert_tiny_h64_l2", "electra_tiny_e32_h64_l2")
 TOLERANCE = 1e-4  # the README's; a correct float32 conversion lands near 1e-6

@@ -9,12 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from zhcls.errors import ZhclsError
-from zhcls.formats import tf_bundle
-from zhcls.formats.tf import convert_tf, is_tf_dir, unused_tensors
-from zhcls.formats.tf_bundle import TFCheckpoint, crc32c, masked_crc32c
-
 from helpers import flip_byte, writable_copy
+from zhcls.errors import ZhclsError
+from zhcls.models.formats import tf_bundle
+from zhcls.models.formats.tf import convert_tf, is_tf_dir, unused_tensors
+from zhcls.models.formats.tf_bundle import TFCheckpoint, crc32c, masked_crc32c
 
 FIXTURES = ("bert_tiny_clue", "bert_tiny_clue_fp16", "bert_tiny_clue_sharded", "electra_tiny", "dtype_zoo")
 MODELS = ("bert_tiny_clue", "bert_tiny_clue_fp16", "bert_tiny_clue_sharded", "electra_tiny")

@@ -13,8 +13,8 @@ import warnings
 import numpy as np
 import pytest
 
+from zhcls.data.tokenizer import PADDLE_EXTRA_SYMBOLS, SPECIAL_TOKENS, Tokenizer, build_vocab
 from zhcls.errors import ZhclsError
-from zhcls.tokenizer import PADDLE_EXTRA_SYMBOLS, SPECIAL_TOKENS, Tokenizer, build_vocab
 
 PARITY = "fixtures/paddle/tokenizer_parity"
 VOCABS = {"ernie": "vocab/ernie-3.0-zh/vocab.txt", "bert": "vocab/bert-base-chinese/vocab.txt"}
@@ -288,5 +288,5 @@ def test_vocab_errors(tmp_path):
 
 def test_module_does_not_import_torch():
     """The ONNX deployment path tokenizes without torch installed."""
-    code = "import sys, zhcls.tokenizer; sys.exit('torch' in sys.modules)"
+    code = "import sys, zhcls.data.tokenizer; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -5,12 +5,11 @@ import pytest
 from safetensors.numpy import load_file
 
 import zhcls
-from zhcls.batching import inference_batches, training_batches
-from zhcls.errors import ZhclsError
-from zhcls.tokenizer import Tokenizer
-from zhcls.training import lr_factor
-
 from helpers import SMALL, subset
+from zhcls.data.batching import inference_batches, training_batches
+from zhcls.data.tokenizer import Tokenizer
+from zhcls.errors import ZhclsError
+from zhcls.training.loop import lr_factor
 
 pytestmark = pytest.mark.slow  # real training: minutes; `-m 'not slow'` skips them while iterating
 

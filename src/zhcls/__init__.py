@@ -12,7 +12,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-_API = {"train": "training", "evaluate": "evaluation", "load": "predict", "TrainConfig": "training"}
+_API = {"train": "training", "evaluate": "evaluation", "load": "inference.loading", "TrainConfig": "training"}
 __all__ = sorted(_API)
 
 

@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from . import __version__
+    from zhcls import __version__
 
     return __version__
 
@@ -151,7 +151,7 @@ def _setup_logging(quiet: bool) -> None:
 
 
 def cmd_train(args) -> None:
-    from .training import TrainConfig, train
+    from zhcls.training import TrainConfig, train
 
     fields = {k: v for k, v in vars(args).items() if k not in ("command", "quiet")}
     result = train(TrainConfig(**fields, progress=not args.quiet))
@@ -161,15 +161,15 @@ def cmd_train(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from .evaluation import evaluate
+    from zhcls.evaluation import evaluate
 
     splits = [s.strip() for s in args.splits.split(",") if s.strip()]
     bad = set(splits) - {"train", "dev", "test"}
     if bad:
-        from .errors import ZhclsError
+        from zhcls.errors import ZhclsError
 
         raise ZhclsError(f"--splits: unknown split(s) {', '.join(sorted(bad))}; choose from train, dev, test")
-    from .metrics import format_report
+    from zhcls.evaluation.metrics import format_report
 
     reports = evaluate(args.params_path, args.dataset_dir, splits=splits, output_dir=args.output_dir,
                        batch_size=args.batch_size, max_seq_length=args.max_seq_length, device=args.device,
@@ -182,9 +182,10 @@ def cmd_evaluate(args) -> None:
 def cmd_predict(args) -> None:
     from pathlib import Path
 
-    from . import data
-    from .errors import ZhclsError
-    from .predict import load, read_meta, write_predictions
+    from zhcls import data
+    from zhcls.errors import ZhclsError
+    from zhcls.inference.loading import load, read_meta
+    from zhcls.inference.predictor import write_predictions
 
     # Validate the input before loading the model.
     meta = read_meta(args.params_path)
@@ -204,8 +205,8 @@ def cmd_predict(args) -> None:
 
 
 def cmd_models(args) -> None:
-    from .modeling import EncoderConfig, count_parameters
-    from .zoo import MODELS
+    from zhcls.models.modeling import EncoderConfig, count_parameters
+    from zhcls.models.zoo import MODELS
 
     header = f"{'name':34} {'layers/hidden/heads':>19} {'params':>8} {'source':>6}  published dev accuracy"
     print(header)
@@ -218,7 +219,7 @@ def cmd_models(args) -> None:
 
 
 def cmd_export(args) -> None:
-    from .export import OPSET, export
+    from zhcls.deploy.export import OPSET, export
 
     report = export(args.params_path, args.output_path, opset=args.opset or OPSET, fp16=args.fp16,
                     quantize=args.quantize, max_accuracy_drop=args.max_accuracy_drop, dataset_dir=args.dataset_dir,
@@ -229,8 +230,8 @@ def cmd_export(args) -> None:
 
 
 def cmd_bench(args) -> None:
-    from .bench import bench, format_table, plot
-    from .metrics import write_json
+    from zhcls.deploy.bench import bench, format_table, plot
+    from zhcls.evaluation.metrics import write_json
 
     backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
     rows = []
@@ -247,13 +248,13 @@ def cmd_bench(args) -> None:
 
 
 def cmd_convert(args) -> None:
-    from .convert import convert
+    from zhcls.models.convert import convert
 
     print(f"converted {args.src} -> {convert(args.src, args.dst, from_format=args.from_format)}")
 
 
 def cmd_inspect(args) -> None:
-    from .convert import format_inspect, inspect
+    from zhcls.models.inspection import format_inspect, inspect
 
     print(format_inspect(inspect(args.src)))
 
@@ -269,7 +270,7 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     _setup_logging(args.quiet or os.environ.get("RANK", "0") != "0")  # torchrun workers: warnings only
-    from .errors import ZhclsError
+    from zhcls.errors import ZhclsError
 
     try:
         COMMANDS[args.command](args)

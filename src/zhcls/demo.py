@@ -12,8 +12,8 @@ import random
 import sys
 from pathlib import Path
 
-from .errors import ZhclsError
-from .io import atomic_open
+from zhcls.errors import ZhclsError
+from zhcls.io import atomic_open
 
 DEMO_MODEL = "uer/chinese_roberta_L-4_H-256"  # 4 layers, 256 hidden: trains in minutes on 2 cores
 
@@ -50,12 +50,12 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--model", default=DEMO_MODEL)
     args = parser.parse_args(argv)
-    from .cli import _setup_logging
+    from zhcls.cli import _setup_logging
 
     _setup_logging(quiet=False)
-    from .evaluation import evaluate
-    from .training import train
-    from .predict import load
+    from zhcls.evaluation import evaluate
+    from zhcls.inference.loading import load
+    from zhcls.training import train
 
     out = Path(args.out)
     try:

@@ -1,12 +1,22 @@
-"""Atomic file writes: write to a temporary file beside the target, then rename over it.
+"""Atomic file writes, and the one guard of every folder zhcls writes.
 
-A crash or a Ctrl-C mid-write leaves the old file (or none), never a half-written one.
+Writes go to a temporary file or folder beside the target, then are renamed over it: a crash or a
+Ctrl-C mid-write leaves the old file (or none), never a half-written one. A folder that a command
+replaces whole must be missing, empty, or one zhcls wrote itself (it holds the `MARKER` file that
+`atomic_dir` puts in every folder it writes); anything else is refused unless the user says
+``--overwrite``, so a mistyped ``--save_dir`` never deletes a user's files.
 """
 import contextlib
+import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
+
+from zhcls.errors import ZhclsError
+
+MARKER = ".zhcls.json"  # in every folder atomic_dir writes: the guard's proof that zhcls owns the folder
 
 
 def _umask() -> int:
@@ -60,6 +70,7 @@ def atomic_dir(path, keep: tuple[str, ...] = ()):
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         yield tmp
+        (tmp / MARKER).write_text(json.dumps({"written_by": "zhcls"}) + "\n", encoding="utf-8")
         for root, dirs, files in os.walk(tmp):
             for name in dirs + files:
                 _usual_mode(Path(root) / name, is_dir=name in dirs)
@@ -76,3 +87,29 @@ def atomic_dir(path, keep: tuple[str, ...] = ()):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def written_by_zhcls(path) -> bool:
+    return (Path(path) / MARKER).is_file()
+
+
+def check_output_dir(path, *, flag: str, overwrite: bool = False, inputs: Iterable = ()) -> Path:
+    """The guard before a command replaces the folder ``path`` whole (``flag`` names it in the error).
+
+    Allowed: a missing or empty folder, or one zhcls wrote (`MARKER`); with ``overwrite``, any folder.
+    Never allowed: a file, one of the command's ``inputs``, or a folder that holds an input.
+    """
+    path = Path(path).expanduser()
+    out = path.resolve()
+    for source in inputs:
+        src = Path(source).expanduser().resolve()
+        if out == src or out in src.parents:
+            raise ZhclsError(f"{flag} {path}: must not be {source} or hold it (the output folder is replaced whole)")
+    if not path.exists():
+        return path
+    if not path.is_dir():
+        raise ZhclsError(f"{flag} {path}: exists and is not a folder")
+    if any(path.iterdir()) and not written_by_zhcls(path) and not overwrite:
+        raise ZhclsError(f"{flag} {path}: holds files zhcls did not write and would be replaced whole; "
+                         "choose another folder, or pass --overwrite to replace it")
+    return path

@@ -1,20 +1,18 @@
 """Batch prediction. `zhcls.load(path).predict(["text", ...])` is the whole API.
 
 The `Predictor` base class owns tokenisation, length-sorted batching and restoring input order;
-backends only turn a padded batch into logits. This module imports no torch at import time, so the
-ONNX backend runs in a deployment image without it.
+backends (`torch_predictor`, `onnx_predictor`) only turn a padded batch into logits. This module
+imports no torch, so the ONNX backend runs in a deployment image without it.
 """
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from .batching import inference_batches
-from .errors import ZhclsError
-from .tokenizer import Tokenizer
+from zhcls.data.batching import inference_batches
+from zhcls.data.tokenizer import Tokenizer
+from zhcls.errors import ZhclsError
+from zhcls.io import atomic_open
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -83,56 +81,9 @@ class Predictor:
         return texts, None
 
 
-class TorchPredictor(Predictor):
-    """PyTorch backend: a checkpoint folder, on CPU or GPU (autocast bf16 on GPU when asked)."""
-
-    def __init__(self, model, tokenizer: Tokenizer, meta: dict, *, device: str = "auto", batch_size: int = 32,
-                 max_seq_length: int | None = None, amp: str = "none"):
-        super().__init__(tokenizer, model.config.labels, max_seq_length=max_seq_length or meta.get("max_seq_length", 128),
-                         batch_size=batch_size, problem_type=meta.get("problem_type", "multi_class"),
-                         task=meta.get("task", "text"))
-        import torch
-
-        from .devices import amp_dtype, resolve_device
-
-        self.torch, self.device = torch, resolve_device(device)
-        self.model = model.to(self.device).eval()
-        self.amp_dtype = amp_dtype(amp, self.device)
-
-    def _forward(self, batch):
-        torch = self.torch
-        inputs = {k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}
-        with torch.inference_mode(), torch.autocast(self.device.type, self.amp_dtype or torch.float32,
-                                                    enabled=self.amp_dtype is not None):
-            return self.model(**inputs).float().cpu().numpy()
-
-
-def load(path, *, backend: str = "auto", device: str = "auto", batch_size: int = 32,
-         max_seq_length: int | None = None, **kwargs) -> Predictor:
-    """A predictor for a checkpoint folder (PyTorch) or an export folder with model.onnx (ONNX Runtime)."""
-    path = Path(path)
-    if not path.is_dir():
-        raise ZhclsError(f"{path}: no such model folder (expected a checkpoint from `zhcls train` or an export from `zhcls export`)")
-    if backend == "auto":
-        backend = "onnx" if (path / "model.onnx").exists() else "torch"
-    if backend == "onnx":
-        from .onnx_predict import OnnxPredictor
-
-        return OnnxPredictor.from_dir(path, device=device, batch_size=batch_size, max_seq_length=max_seq_length, **kwargs)
-    if backend != "torch":
-        raise ZhclsError(f"unknown backend {backend!r}: expected torch, onnx or auto")
-    from .checkpoint import load_checkpoint
-
-    model, tokenizer, meta = load_checkpoint(path)
-    return TorchPredictor(model, tokenizer, meta, device=device, batch_size=batch_size,
-                          max_seq_length=max_seq_length, **kwargs)
-
-
 def write_predictions(path, texts, results: list[dict], *, topk: int = 1) -> None:
     """PaddleNLP's predict.py output: one line per input, ``text<TAB>label<TAB>confidence``.
     With topk > 1, the k labels and confidences follow as ``label:score`` fields."""
-    from .io import atomic_open
-
     with atomic_open(path) as f:
         f.write("text\tlabel\tconfidence" + ("\ttopk" if topk > 1 else "") + "\n")
         for text, r in zip(texts, results):
@@ -144,17 +95,3 @@ def write_predictions(path, texts, results: list[dict], *, topk: int = 1) -> Non
             else:
                 line = f"{shown}\t{','.join(r['labels'])}\t{','.join(f'{s:.4f}' for s in r['scores'])}"
             f.write(line + "\n")
-
-
-
-def read_meta(path) -> dict:
-    """The ``zhcls`` block of a model folder's config.json (task, problem type, max length), read
-    without loading the model so that data can be validated first."""
-    config = Path(path) / "config.json"
-    if not config.exists():
-        raise ZhclsError(f"{path}: not a model folder (no config.json); expected a checkpoint from `zhcls train` "
-                         "or an export from `zhcls export`")
-    try:
-        return json.loads(config.read_text(encoding="utf-8")).get("zhcls", {})
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ZhclsError(f"{config}: not valid JSON ({e})") from None

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ZhclsError, data_error
+from zhcls.errors import ZhclsError, data_error
 
 try:  # numpy >= 2 (and the 1.26 compatibility shim)
     from numpy._core import multiarray as _multiarray

@@ -211,7 +211,7 @@ def format_confusion(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _font_covering(chars: str) -> str | None:
     """Family name of an installed font that has a glyph for every character in ``chars``, or None."""
     from matplotlib import font_manager, ft2font, rcParams

@@ -28,8 +28,8 @@ import numpy as np
 from tokenizers import Regex, models, normalizers, pre_tokenizers, trainers
 from tokenizers import Tokenizer as RustTokenizer
 
-from .errors import ZhclsError
-from .io import atomic_open
+from zhcls.errors import ZhclsError
+from zhcls.io import atomic_open
 
 PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
 SPECIAL_TOKENS = [PAD, UNK, CLS, SEP, MASK]

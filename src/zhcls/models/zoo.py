@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .errors import ZhclsError
+from zhcls.errors import ZhclsError
 
 ERNIE_VOCAB, BERT_VOCAB, CLUE_VOCAB = 40000, 21128, 8021
 

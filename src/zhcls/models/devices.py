@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import ZhclsError
+from zhcls.errors import ZhclsError
 
 
 def resolve_device(device: str = "auto") -> torch.device:

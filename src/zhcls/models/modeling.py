@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import ZhclsError
+from zhcls.errors import ZhclsError
 
 MODEL_TYPES = ("bert", "ernie", "electra")
 ARCHITECTURES = {
@@ -106,7 +106,7 @@ class EncoderConfig:
                 or any(i != self.intermediate_size for i in self.layer_intermediate_sizes))
 
     @classmethod
-    def from_dict(cls, d: dict) -> "EncoderConfig":
+    def from_dict(cls, d: dict) -> EncoderConfig:
         known = {f.name for f in fields(cls)} - {"extra"}
         kwargs = {k: v for k, v in d.items() if k in known}
         if "id2label" not in d and "num_labels" in d:

@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import data, metrics
-from .batching import inference_batches
-from .errors import ZhclsError
-from .onnx_predict import REPORT, VARIANTS, OnnxPredictor, default_threads
-from .predict import sigmoid, softmax
+from zhcls import data
+from zhcls.data.batching import inference_batches
+from zhcls.errors import ZhclsError
+from zhcls.evaluation.reports import dev_score
+from zhcls.inference.onnx_predictor import REPORT, VARIANTS, OnnxPredictor, default_threads
 
 log = logging.getLogger("zhcls")
 
@@ -41,13 +41,6 @@ BACKENDS = ("torch", "onnx", "onnx-fused", "onnx-int8")
 TIMINGS = ("padded_ms", "padded_tokenizer_ms", "real_ms", "real_tokenizer_ms", "throughput", "b1_p50_ms", "b1_p99_ms",
            "peak_rss_mb")
 NO_GATE = 100.0  # points: the benchmark shows INT8's accuracy instead of refusing it
-
-
-def dev_score(labels: list[str], y_true: np.ndarray, logits: np.ndarray, problem_type: str) -> float:
-    """Dev accuracy (multi_class) or micro-F1 (multi-label), in points."""
-    if problem_type == "multi_class":
-        return 100 * metrics.classification_report(labels, y_true, softmax(logits))["accuracy"]
-    return 100 * metrics.multilabel_report(labels, y_true, sigmoid(logits))["micro_f1"]
 
 
 def isolated(fn, *args, **kwargs):
@@ -61,7 +54,7 @@ def prepare(params_path, dataset_dir, work_dir, backends=BACKENDS, *, max_seq_le
     """What to measure for each backend: ``{"backend", "path", "variant"}``; a checkpoint is exported
     into ``work_dir`` as needed. Given an export folder, backends it cannot serve are skipped."""
     # Imported here: torch is needed to export a checkpoint, never in an ONNX measurement.
-    from .export import export
+    from zhcls.deploy.export import export
 
     params_path = Path(params_path)
     unknown = set(backends) - set(BACKENDS)
@@ -109,7 +102,7 @@ def _measure(spec, dataset_dir, *, batch_size, max_seq_length, threads, max_samp
     if spec["backend"] == "torch":
         import torch
 
-        from .predict import load
+        from zhcls.inference.loading import load
 
         torch.set_num_threads(threads)
         predictor = load(path, backend="torch", device="cpu", batch_size=batch_size, max_seq_length=max_seq_length)
@@ -255,7 +248,7 @@ def plot(rows: list[dict], path) -> Path:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    from .io import atomic_path
+    from zhcls.io import atomic_path
 
     models = list(dict.fromkeys(r["model"] for r in rows))
     markers = dict(zip(dict.fromkeys(r["backend"] for r in rows), "osD^vP*Xh"))

@@ -8,9 +8,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from . import data, metrics
-from .errors import ZhclsError
-from .predict import Predictor, load, read_meta
+import numpy as np
+
+from zhcls import data
+from zhcls.errors import ZhclsError
+from zhcls.evaluation import metrics
+from zhcls.inference.loading import load, read_meta
+from zhcls.inference.predictor import Predictor, sigmoid, softmax
 
 log = logging.getLogger("zhcls")
 
@@ -55,3 +59,10 @@ def evaluate(params_path, dataset_dir, *, splits=("train", "dev", "test"), outpu
     metrics.write_json(out / "report.json", reports)
     log.info("evaluation files written to %s", out)
     return reports
+
+
+def dev_score(labels: list[str], y_true: np.ndarray, logits: np.ndarray, problem_type: str) -> float:
+    """Dev accuracy (multi_class) or micro-F1 (multi-label), in points."""
+    if problem_type == "multi_class":
+        return 100 * metrics.classification_report(labels, y_true, softmax(logits))["accuracy"]
+    return 100 * metrics.multilabel_report(labels, y_true, sigmoid(logits))["micro_f1"]

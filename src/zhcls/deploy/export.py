@@ -34,13 +34,15 @@ import onnxruntime as ort
 import torch
 from tqdm.auto import tqdm
 
-from . import __version__, data, metrics
-from .bench import dev_score
-from .checkpoint import load_checkpoint
-from .errors import ZhclsError
-from .io import atomic_dir
-from .onnx_predict import INPUT_NAMES, OUTPUT_NAME, REPORT, VARIANTS, OnnxPredictor
-from .predict import TorchPredictor, read_meta
+from zhcls import __version__, data
+from zhcls.errors import ZhclsError
+from zhcls.evaluation import metrics
+from zhcls.evaluation.reports import dev_score
+from zhcls.inference.loading import read_meta
+from zhcls.inference.onnx_predictor import INPUT_NAMES, OUTPUT_NAME, REPORT, VARIANTS, OnnxPredictor
+from zhcls.inference.torch_predictor import TorchPredictor
+from zhcls.io import atomic_dir
+from zhcls.models.checkpoint import load_checkpoint
 
 log = logging.getLogger("zhcls")
 

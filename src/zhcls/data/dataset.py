@@ -215,8 +215,7 @@ def encode_labels(examples: Sequence[Example], labels: Sequence[str], problem_ty
     return hot
 
 
-# The project's API sketch names this function both ways.
-label_to_index = encode_labels
+
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

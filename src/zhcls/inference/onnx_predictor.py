@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from .errors import ZhclsError
-from .predict import Predictor
-from .tokenizer import Tokenizer
+from zhcls.data.tokenizer import Tokenizer
+from zhcls.errors import ZhclsError
+from zhcls.inference.predictor import Predictor
 
 VARIANTS = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
 INPUT_NAMES = ("input_ids", "token_type_ids", "attention_mask")

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from zhcls.errors import ZhclsError
-from zhcls.formats.tf_bundle import TFCheckpoint, TensorInfo, looks_like_index
+from zhcls.models.formats.tf_bundle import TensorInfo, TFCheckpoint, looks_like_index
 
 # "gelu" is the tanh approximation in bert's modeling.py but the exact erf in electra's; transformers' names.
 _ACTIVATIONS = {

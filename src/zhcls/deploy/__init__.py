@@ -1,0 +1,1 @@
+"""The deploy layer: verified ONNX export (`export`) and the accuracy-latency benchmark (`bench`)."""

@@ -1,0 +1,27 @@
+"""PyTorch backend of `Predictor`: a model in memory (training's dev evaluation) or a checkpoint folder."""
+from __future__ import annotations
+
+import torch
+
+from zhcls.data.tokenizer import Tokenizer
+from zhcls.inference.predictor import Predictor
+from zhcls.models.devices import amp_dtype, resolve_device
+
+
+class TorchPredictor(Predictor):
+    """PyTorch backend: a checkpoint folder, on CPU or GPU (autocast bf16 on GPU when asked)."""
+
+    def __init__(self, model, tokenizer: Tokenizer, meta: dict, *, device: str = "auto", batch_size: int = 32,
+                 max_seq_length: int | None = None, amp: str = "none"):
+        super().__init__(tokenizer, model.config.labels, max_seq_length=max_seq_length or meta.get("max_seq_length", 128),
+                         batch_size=batch_size, problem_type=meta.get("problem_type", "multi_class"),
+                         task=meta.get("task", "text"))
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.amp_dtype = amp_dtype(amp, self.device)
+
+    def _forward(self, batch):
+        inputs = {k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}
+        with torch.inference_mode(), torch.autocast(self.device.type, self.amp_dtype or torch.float32,
+                                                    enabled=self.amp_dtype is not None):
+            return self.model(**inputs).float().cpu().numpy()

@@ -1,0 +1,80 @@
+"""What `--model` names, ready to fine-tune: a zoo name, a hub id (downloaded), or a local folder in
+Hugging Face, PaddleNLP or TensorFlow 1.x format (converted once through the cache), with a head for
+the dataset's labels; or the same architecture with fresh weights (`--init_random`)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from zhcls.data.tokenizer import Tokenizer
+from zhcls.errors import ZhclsError
+from zhcls.models import zoo
+from zhcls.models.cache import cached_conversion
+from zhcls.models.checkpoint import build_model, read_json, read_source
+from zhcls.models.modeling import SequenceClassifier
+from zhcls.models.sources import source_format
+
+log = logging.getLogger("zhcls")
+
+HUB_FILES = ["config.json", "*.safetensors", "pytorch_model.bin", "vocab.txt", "tokenizer_config.json",
+             "special_tokens_map.json", "model_state.pdparams", "model_config.json"]
+
+
+def download(hub_id: str, cache_dir: str | None = None) -> Path:
+    """Fetch a hub repository's weights, config and vocab; a clear error when offline."""
+    from huggingface_hub import snapshot_download  # only when a download is really needed
+
+    try:
+        return Path(snapshot_download(hub_id, allow_patterns=HUB_FILES, cache_dir=cache_dir))
+    except Exception as e:  # offline, unknown repo, gated: all mean the same to the user
+        local = hub_id.split("/")[-1]
+        raise ZhclsError(
+            f"cannot download {hub_id!r} from the Hugging Face hub ({type(e).__name__}). On a connected machine run "
+            f"`huggingface-cli download {hub_id} --local-dir {local}`, copy the folder here and pass --model {local}/"
+        ) from None
+
+
+def _resolve(model: str, cache_dir: str | None) -> Path:
+    """A local folder for a zoo name, hub id or path."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists() or model.startswith((".", "/", "~")):
+        raise ZhclsError(f"--model {model}: not a folder")
+    entry = zoo.find(model)
+    return download(entry.hub_id if entry else model, cache_dir)
+
+
+def load_pretrained(model: str, labels: list[str] | None = None, *, init_random: bool = False,
+                    vocab_file: str | None = None, cache_dir: str | None = None) -> tuple[SequenceClassifier, Tokenizer]:
+    """The model and tokenizer ``--model`` names, with a head for ``labels``.
+
+    ``init_random`` builds the architecture with fresh weights (no download): from the zoo entry,
+    or from a folder's config.json. ``vocab_file`` overrides the vocabulary (its size wins).
+    """
+    entry = zoo.find(model)
+    path = Path(model).expanduser()
+    if init_random:
+        if path.is_dir():
+            config = read_json(path / "config.json")
+            vocab_file = vocab_file or path / "vocab.txt"
+        elif entry:
+            config = entry.config_dict()
+        else:
+            raise ZhclsError(f"--init_random needs a zoo name or a folder with config.json; got {model!r}")
+        if vocab_file is None:
+            raise ZhclsError(f"--init_random {model}: no vocabulary; pass --vocab_file or --vocab_from_data")
+        tokenizer = Tokenizer(vocab_file)
+        config = {**config, "vocab_size": tokenizer.vocab_size, "pad_token_id": tokenizer.pad_token_id}
+        log.warning("RANDOM INITIALISATION: %s is built with fresh weights, no pretrained knowledge. "
+                    "Expect far lower accuracy than the published results.", model)
+        return build_model(config, labels), tokenizer
+    folder = _resolve(model, cache_dir)
+    if source_format(folder) in ("paddle", "tf"):  # converted once, then loaded from the cache
+        folder = cached_conversion(folder, vocab_file=vocab_file)
+    config, state = read_source(folder)
+    vocab = Path(vocab_file) if vocab_file else folder / "vocab.txt"
+    if not vocab.exists():
+        raise ZhclsError(f"{folder}: no vocab.txt beside the weights; pass --vocab_file")
+    tokenizer = Tokenizer.from_dir(folder) if vocab == folder / "vocab.txt" else Tokenizer(vocab)
+    return build_model(config, labels, state), tokenizer
