@@ -256,14 +256,15 @@ def test_wrong_format_vocab_and_destination(shared, tf_dir, tmp_path):
 
     # The destination is replaced whole: never the source, its parent, or a folder that is not a conversion.
     for dst in (src, tmp_path):
-        with pytest.raises(ZhclsError, match="must not be the source folder or contain it"):
+        with pytest.raises(ZhclsError, match="--to .*: must not be .* or hold it"):
             convert(src, dst, vocab_file=bert / "vocab.txt")
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
-    with pytest.raises(ZhclsError, match="not an earlier `zhcls convert` output"):
+    with pytest.raises(ZhclsError, match="--to .*mine: holds files zhcls did not write .* pass --overwrite"):
         convert(bert, foreign)
     assert (foreign / "notes.txt").read_text() == "keep me"
+    assert (convert(bert, foreign, overwrite=True) / "model.safetensors").is_file()  # the user said so
     with pytest.raises(ZhclsError, match="--config applies to TensorFlow checkpoints only"):
         convert(shared / "fixtures/paddle/ernie_tiny_h64_l2", tmp_path / "c", config_path=bert / "bert_config.json")
 

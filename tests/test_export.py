@@ -206,9 +206,10 @@ def test_clear_errors(ernie_export, small_dataset, tmp_path):
     occupied = tmp_path / "occupied"
     occupied.mkdir()
     (occupied / "notes.txt").write_text("mine")
-    with pytest.raises(ZhclsError, match="not a zhcls export; refusing to replace it"):
+    with pytest.raises(ZhclsError, match="occupied: holds files zhcls did not write .* pass --overwrite"):
         export(checkpoint, occupied, progress=False)
-    with pytest.raises(ZhclsError, match="must not contain --params_path"):
+    assert (occupied / "notes.txt").read_text() == "mine"
+    with pytest.raises(ZhclsError, match="--output_path .*: must not be .* or hold it"):
         export(checkpoint, checkpoint.parent, progress=False)
     empty = tmp_path / "empty"
     shutil.copytree(small_dataset, empty)

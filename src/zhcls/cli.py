@@ -38,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common_data(t)
     t.add_argument("--model_name", "--model", dest="model_name", default="ernie-3.0-medium-zh",
                    help="zoo name (see `zhcls models`), hub id, or local folder (HF, PaddleNLP or TensorFlow format)")
-    t.add_argument("--save_dir", default="./checkpoint", help="where the best checkpoint is written")
+    t.add_argument("--save_dir", default="./checkpoint", help="where the best checkpoint is written: a missing or "
+                   "empty folder, or one zhcls wrote (else refused; see --overwrite)")
+    t.add_argument("--overwrite", action="store_true", help="let --save_dir replace a folder zhcls did not write")
     t.add_argument("--device", default="auto", help="cpu, gpu or auto")
     t.add_argument("--max_seq_length", type=int, default=128)
     t.add_argument("--batch_size", type=int, default=32)
@@ -69,10 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="accuracy, top-k, per-class P/R/F1, confusion matrix and bad cases")
     _add_common_data(e)
-    e.add_argument("--test_file", default="test.txt", help="test file name in --dataset_dir (used when present)")
+    e.add_argument("--test_file", default=None, help="test file name in --dataset_dir (default: test.txt, used when "
+                   "present; a name given here must exist)")
     e.add_argument("--params_path", default="./checkpoint", help="checkpoint or export folder")
     e.add_argument("--output_dir", default=None, help="where reports go (default: PARAMS_PATH/eval)")
-    e.add_argument("--splits", default="train,dev,test", help="comma-separated splits to evaluate")
+    e.add_argument("--splits", default=None, help="comma-separated splits to evaluate, each of which must exist "
+                   "(default: train, dev, and test when present)")
+    e.add_argument("--no_plot", action="store_true", help="no confusion-matrix PNG (text reports only)")
     e.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
     _add_runtime(e)
 
@@ -88,7 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("models", help="list the model zoo")
 
-    x = sub.add_parser("export", help="verified ONNX export (fused graph, optional INT8) for ONNX Runtime")
+    x = sub.add_parser("export", help="verified ONNX export (fused graph, optional INT8) for ONNX Runtime",
+                       epilog="exit status: 0 exported (with INT8 when asked); 2 error, nothing written; 3 the INT8 "
+                       "gate refused every mode: the fp32 export IS written (export_report.json: "
+                       "variants.int8.accepted is false)")
     x.add_argument("--params_path", default="./checkpoint", help="checkpoint folder to export")
     x.add_argument("--output_path", default="./export", help="export folder (model.onnx, tokenizer, labels, report)")
     x.add_argument("--opset", type=int, default=None, help="ONNX opset (default: zhcls's tested one)")
@@ -101,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--no_optimize", action="store_true", help="skip ONNX Runtime's transformer fusions")
     x.add_argument("--max_seq_length", type=int, default=None)
     x.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads during verification")
+    x.add_argument("--overwrite", action="store_true", help="let --output_path replace a folder zhcls did not write")
 
     b = sub.add_parser("bench", help="dev accuracy and latency per backend (torch, onnx, onnx-fused, onnx-int8)")
     b.add_argument("--params_path", required=True, nargs="+", help="checkpoint or export folder(s); several: one plot")
@@ -120,9 +129,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("src", help="source folder (or TF checkpoint prefix)")
     c.add_argument("--from", dest="from_format", default="auto", choices=["auto", "hf", "paddle", "tf"])
     c.add_argument("--to", dest="dst", required=True, help="output folder (config.json, model.safetensors, vocab.txt)")
+    c.add_argument("--vocab_file", default=None, help="vocab.txt when the source has none beside its weights")
+    c.add_argument("--config", dest="config_path", default=None, help="TensorFlow only: the model's config JSON "
+                   "when it is not beside the checkpoint")
+    c.add_argument("--overwrite", action="store_true", help="let --to replace a folder zhcls did not write")
 
-    i = sub.add_parser("inspect", help="format, architecture, parameters, unused / missing tensors of a checkpoint")
+    i = sub.add_parser("inspect", help="format, architecture, parameters, unused / missing tensors of a checkpoint",
+                       epilog="exit status: 0 convertible; 1 problems found (listed); 2 error (unreadable source)")
     i.add_argument("src", help="checkpoint folder (HF, PaddleNLP or TensorFlow)")
+    i.add_argument("--from", dest="from_format", default="auto", choices=["auto", "hf", "paddle", "tf"])
+    i.add_argument("--config", dest="config_path", default=None, help="TensorFlow only: the model's config JSON")
     return parser
 
 
@@ -163,18 +179,14 @@ def cmd_train(args) -> None:
 def cmd_evaluate(args) -> None:
     from zhcls.evaluation import evaluate
 
-    splits = [s.strip() for s in args.splits.split(",") if s.strip()]
-    bad = set(splits) - {"train", "dev", "test"}
-    if bad:
-        from zhcls.errors import ZhclsError
-
-        raise ZhclsError(f"--splits: unknown split(s) {', '.join(sorted(bad))}; choose from train, dev, test")
+    splits = None if args.splits is None else [s.strip() for s in args.splits.split(",") if s.strip()]
     from zhcls.evaluation.metrics import format_report
 
     reports = evaluate(args.params_path, args.dataset_dir, splits=splits, output_dir=args.output_dir,
                        batch_size=args.batch_size, max_seq_length=args.max_seq_length, device=args.device,
                        backend=args.backend, train_file=args.train_file, dev_file=args.dev_file,
-                       test_file=args.test_file, label_file=args.label_file, progress=not args.quiet)
+                       test_file=args.test_file, label_file=args.label_file, plot=not args.no_plot,
+                       progress=not args.quiet)
     for split, report in reports.items():
         print(format_report(report, title=split))
 
@@ -219,20 +231,28 @@ def cmd_models(args) -> None:
 
 
 def cmd_export(args) -> None:
+    from zhcls.errors import require
+
+    for module in ("onnx", "onnxruntime"):
+        require(module, "onnx", "zhcls export")
     from zhcls.deploy.export import OPSET, export
 
     report = export(args.params_path, args.output_path, opset=args.opset or OPSET, fp16=args.fp16,
                     quantize=args.quantize, max_accuracy_drop=args.max_accuracy_drop, dataset_dir=args.dataset_dir,
                     optimize=not args.no_optimize, max_seq_length=args.max_seq_length, dev_file=args.dev_file,
-                    label_file=args.label_file, threads=args.threads, progress=not args.quiet)
+                    label_file=args.label_file, threads=args.threads, overwrite=args.overwrite,
+                    progress=not args.quiet)
     print(f"exported {args.params_path} -> {args.output_path}; report: {args.output_path}/export_report.json")
     print(json.dumps(report.get("summary", report), ensure_ascii=False, indent=1)[:2000])
 
 
 def cmd_bench(args) -> None:
     from zhcls.deploy.bench import bench, format_table, plot
+    from zhcls.errors import require
     from zhcls.evaluation.metrics import write_json
 
+    if args.plot:  # before minutes of measuring
+        require("matplotlib", "plot", "--plot")
     backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
     rows = []
     for path in args.params_path:
@@ -250,13 +270,17 @@ def cmd_bench(args) -> None:
 def cmd_convert(args) -> None:
     from zhcls.models.convert import convert
 
-    print(f"converted {args.src} -> {convert(args.src, args.dst, from_format=args.from_format)}")
+    dst = convert(args.src, args.dst, from_format=args.from_format, vocab_file=args.vocab_file,
+                  config_path=args.config_path, overwrite=args.overwrite)
+    print(f"converted {args.src} -> {dst}")
 
 
-def cmd_inspect(args) -> None:
+def cmd_inspect(args) -> int:
     from zhcls.models.inspection import format_inspect, inspect
 
-    print(format_inspect(inspect(args.src)))
+    info = inspect(args.src, from_format=args.from_format, config_path=args.config_path)
+    print(format_inspect(info))
+    return 1 if info["problems"] else 0  # scripts can gate on it, as on a linter
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "models": cmd_models,
@@ -273,14 +297,13 @@ def main(argv=None) -> int:
     from zhcls.errors import ZhclsError
 
     try:
-        COMMANDS[args.command](args)
+        return COMMANDS[args.command](args) or 0
     except ZhclsError as e:
         print(f"zhcls: error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     except KeyboardInterrupt:
         print("zhcls: interrupted", file=sys.stderr)
         return 130
-    return 0
 
 
 if __name__ == "__main__":

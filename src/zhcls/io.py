@@ -90,7 +90,13 @@ def atomic_dir(path, keep: tuple[str, ...] = ()):
 
 
 def written_by_zhcls(path) -> bool:
-    return (Path(path) / MARKER).is_file()
+    """The folder holds the marker, or holds only folders that do (a run killed before its first
+    checkpoint leaves ``save_dir`` holding just ``training_state/``)."""
+    path = Path(path)
+    if (path / MARKER).is_file():
+        return True
+    entries = list(path.iterdir())
+    return bool(entries) and all(e.is_dir() and (e / MARKER).is_file() for e in entries)
 
 
 def check_output_dir(path, *, flag: str, overwrite: bool = False, inputs: Iterable = ()) -> Path:

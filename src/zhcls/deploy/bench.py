@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from zhcls import data
 from zhcls.data.batching import inference_batches
-from zhcls.errors import ZhclsError
+from zhcls.errors import ZhclsError, require
 from zhcls.evaluation.reports import dev_score
 from zhcls.inference.onnx_predictor import REPORT, VARIANTS, OnnxPredictor, default_threads
 
@@ -53,15 +53,14 @@ def prepare(params_path, dataset_dir, work_dir, backends=BACKENDS, *, max_seq_le
             dev_file: str = "dev.txt", label_file: str = "label.txt", progress: bool = True) -> list[dict]:
     """What to measure for each backend: ``{"backend", "path", "variant"}``; a checkpoint is exported
     into ``work_dir`` as needed. Given an export folder, backends it cannot serve are skipped."""
-    # Imported here: torch is needed to export a checkpoint, never in an ONNX measurement.
-    from zhcls.deploy.export import export
-
     params_path = Path(params_path)
     unknown = set(backends) - set(BACKENDS)
     if unknown:
         raise ZhclsError(f"unknown backend(s) {', '.join(sorted(unknown))}: expected {', '.join(BACKENDS)}")
     if not params_path.is_dir():
         raise ZhclsError(f"--params_path {params_path}: no such checkpoint or export folder")
+    if set(backends) - {"torch"}:
+        require("onnxruntime", "onnx", "bench's ONNX backends (--backends torch measures PyTorch alone)")
     specs = []
     if (params_path / VARIANTS["fp32"]).exists():  # an export folder
         report = params_path / REPORT
@@ -74,6 +73,9 @@ def prepare(params_path, dataset_dir, work_dir, backends=BACKENDS, *, max_seq_le
             else:
                 log.warning("bench: %s is an export folder without a %s model; skipping that backend", params_path, backend)
         return specs
+    # Imported here: torch is needed to export a checkpoint, never in an ONNX measurement.
+    from zhcls.deploy.export import export
+
     work_dir = Path(work_dir)
     options = dict(dataset_dir=dataset_dir, max_seq_length=max_seq_length, dev_file=dev_file, label_file=label_file,
                    progress=progress)
@@ -242,8 +244,7 @@ def format_table(rows: list[dict]) -> str:
 def plot(rows: list[dict], path) -> Path:
     """Dev score against latency per sample, one point per row (filled: real-length texts, hollow:
     padded), colour per model: the precision-latency figure of the ERNIE 3.0 model card."""
-    import matplotlib
-
+    matplotlib = require("matplotlib", "plot", "the accuracy-latency plot")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import matplotlib.ticker

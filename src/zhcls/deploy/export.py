@@ -40,8 +40,9 @@ from zhcls.evaluation import metrics
 from zhcls.evaluation.reports import dev_score
 from zhcls.inference.loading import read_meta
 from zhcls.inference.onnx_predictor import INPUT_NAMES, OUTPUT_NAME, REPORT, VARIANTS, OnnxPredictor
+from zhcls.inference.predictor import check_max_seq_length
 from zhcls.inference.torch_predictor import TorchPredictor
-from zhcls.io import atomic_dir
+from zhcls.io import atomic_dir, check_output_dir
 from zhcls.models.checkpoint import load_checkpoint
 
 log = logging.getLogger("zhcls")
@@ -181,24 +182,23 @@ def compare(ref: np.ndarray, got: np.ndarray, problem_type: str) -> dict:
             "prediction_agreement": float((decide(ref) == decide(got)).all(-1).mean())}
 
 
-def _check_output(output_path: Path, params_path: Path) -> None:
-    # The export replaces its folder whole, so it must never be the checkpoint or someone else's folder.
-    out = output_path.resolve()
-    if out == params_path.resolve() or out in params_path.resolve().parents:
-        raise ZhclsError(f"--output_path {output_path}: must not contain --params_path (the export replaces its folder)")
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / REPORT).exists())):
-        raise ZhclsError(f"--output_path {output_path}: exists and is not a zhcls export; refusing to replace it")
+class Int8Refused(ZhclsError):
+    """The INT8 gate refused every mode: the fp32 export IS written. `zhcls export` exits 3 (not 2, which
+    means nothing was written), so a script can tell; export_report.json has variants.int8.accepted false."""
+
+    exit_code = 3
 
 
 def export(params_path, output_path, *, opset: int = OPSET, fp16: bool = False, quantize: str | None = None,
            max_accuracy_drop: float = 0.5, dataset_dir=None, optimize: bool = True, max_seq_length: int | None = None,
            dev_file: str = "dev.txt", label_file: str = "label.txt", batch_size: int = 32, device: str = "cpu",
-           threads: int | None = None, progress: bool = True) -> dict:
+           threads: int | None = None, overwrite: bool = False, progress: bool = True) -> dict:
     """Export a checkpoint folder to a verified ONNX folder; returns the report (also in export_report.json).
 
     ``quantize="int8"`` needs ``dataset_dir``: INT8 is kept when dev accuracy drops by at most
     ``max_accuracy_drop`` points (per-tensor, then per-channel, then reduce-range are tried); otherwise
-    the fp32 export is still written and ZhclsError says why INT8 was refused.
+    the fp32 export is still written and `Int8Refused` (a ZhclsError) says why INT8 was refused.
+    ``output_path`` must be missing, empty or a folder zhcls wrote, unless ``overwrite``.
     """
     t0 = time.time()
     params_path, output_path = Path(params_path), Path(output_path)
@@ -208,7 +208,8 @@ def export(params_path, output_path, *, opset: int = OPSET, fp16: bool = False, 
         raise ZhclsError("--quantize int8 needs --dataset_dir: INT8 is kept only if dev accuracy stays within --max_accuracy_drop")
     if opset < 14:
         raise ZhclsError(f"--opset {opset}: attention needs opset 14 or newer")
-    _check_output(output_path, params_path)
+    check_output_dir(output_path, flag="--output_path", overwrite=overwrite,
+                     inputs=[params_path] + ([dataset_dir] if dataset_dir is not None else []))
     if not params_path.is_dir():
         raise ZhclsError(f"--params_path {params_path}: no such checkpoint folder")
     # The data is read and checked before the model is loaded: fail fast.
@@ -224,9 +225,7 @@ def export(params_path, output_path, *, opset: int = OPSET, fp16: bool = False, 
     if dev is not None and ds.labels != config.labels:
         raise ZhclsError(f"{label_file}: its labels differ from the model's ({len(ds.labels)} vs {len(config.labels)} "
                          "labels, or another order); use the dataset the model was trained on")
-    max_len = max_seq_length or meta.get("max_seq_length", 128)
-    if max_len > config.max_position_embeddings:
-        raise ZhclsError(f"--max_seq_length {max_len} exceeds the model's {config.max_position_embeddings} positions")
+    max_len = check_max_seq_length(max_seq_length or meta.get("max_seq_length", 128), config.max_position_embeddings)
     if dev is not None:
         texts_a = [e.text_a for e in dev]
         texts_b = [e.text_b for e in dev] if task == "pair" else None
@@ -291,7 +290,7 @@ def export(params_path, output_path, *, opset: int = OPSET, fp16: bool = False, 
         f"{v}: {info['file']}" for v, info in report["variants"].items() if info.get("accepted", True)))
     int8 = report["variants"].get("int8")
     if int8 and not int8["accepted"]:
-        raise ZhclsError(f"INT8 refused: dev {int8['metric']} drops {int8['drop']:.2f} points (> --max_accuracy_drop "
+        raise Int8Refused(f"INT8 refused: dev {int8['metric']} drops {int8['drop']:.2f} points (> --max_accuracy_drop "
                          f"{max_accuracy_drop}) in every mode tried; the fp32 export is in {output_path}")
     return report
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from zhcls import data
-from zhcls.errors import ZhclsError
+from zhcls.errors import ZhclsError, require
 from zhcls.evaluation import metrics
 from zhcls.inference.loading import load, read_meta
 from zhcls.inference.predictor import Predictor, sigmoid, softmax
@@ -19,19 +19,36 @@ from zhcls.inference.predictor import Predictor, sigmoid, softmax
 log = logging.getLogger("zhcls")
 
 
-def evaluate(params_path, dataset_dir, *, splits=("train", "dev", "test"), output_dir=None, batch_size: int = 32,
+def evaluate(params_path, dataset_dir, *, splits=None, output_dir=None, batch_size: int = 32,
              max_seq_length: int | None = None, device: str = "auto", backend: str = "auto",
-             train_file="train.txt", dev_file="dev.txt", test_file="test.txt", label_file="label.txt",
+             train_file="train.txt", dev_file="dev.txt", test_file=None, label_file="label.txt",
              plot: bool = True, progress: bool = True, predictor: Predictor | None = None) -> dict:
-    """Reports per split (``{"dev": {...}, ...}``); files land in ``output_dir`` (default params_path/eval)."""
+    """Reports per split (``{"dev": {...}, ...}``); files land in ``output_dir`` (default params_path/eval).
+
+    ``splits``: None means train, dev, and test when the folder has one (``test_file``, default
+    test.txt); splits that are named, and a ``test_file`` that is named, must exist. ``plot``: the
+    confusion PNGs, skipped with a warning when matplotlib is not installed.
+    """
+    required = list(splits) if splits is not None else ["train", "dev"] + (["test"] if test_file else [])
+    unknown = sorted(set(required) - set(data.SPLITS))
+    if unknown:
+        raise ZhclsError(f"--splits: unknown split(s) {', '.join(unknown)}; choose from {', '.join(data.SPLITS)}")
+    if not required:
+        raise ZhclsError("--splits: no split to evaluate; choose from train, dev, test")
     # Read and validate the data before the model is loaded.
     meta = read_meta(params_path) if predictor is None else {"task": predictor.task, "problem_type": predictor.problem_type}
     problem_type = meta.get("problem_type", "multi_class")
-    ds = data.load_dataset(dataset_dir, train_file=train_file, dev_file=dev_file, test_file=test_file,
+    ds = data.load_dataset(dataset_dir, train_file=train_file, dev_file=dev_file, test_file=test_file or "test.txt",
                            label_file=label_file, task=meta.get("task", "auto"), problem_type=problem_type,
-                           require=[s for s in splits if s != "test"])
+                           require=required)
     labels = ds.labels
-    split_examples = {s: getattr(ds, s) for s in splits if getattr(ds, s)}
+    split_examples = {s: getattr(ds, s) for s in (splits or data.SPLITS) if getattr(ds, s)}
+    if plot and problem_type == "multi_class":
+        try:
+            require("matplotlib", "plot", "the confusion-matrix PNG")
+        except ZhclsError as e:
+            log.warning("%s; writing the text reports only (--no_plot skips the PNG)", e)
+            plot = False
     predictor = predictor or load(params_path, backend=backend, device=device, batch_size=batch_size,
                                   max_seq_length=max_seq_length)
     if labels != predictor.labels:

@@ -14,11 +14,10 @@ import os
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 
 from zhcls.data.tokenizer import Tokenizer
-from zhcls.errors import ZhclsError
-from zhcls.inference.predictor import Predictor
+from zhcls.errors import ZhclsError, require
+from zhcls.inference.predictor import Predictor, check_max_seq_length
 
 VARIANTS = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
 INPUT_NAMES = ("input_ids", "token_type_ids", "attention_mask")
@@ -34,8 +33,14 @@ def default_threads() -> int:
     return max(1, min(cores, MAX_DEFAULT_THREADS))
 
 
+def onnxruntime():
+    """Imported when a session is made: the folder constants above serve installs without onnxruntime."""
+    return require("onnxruntime", "onnx", "the ONNX Runtime backend")
+
+
 def providers(device: str = "auto") -> list:
     """ONNX Runtime execution providers for ``--device`` (auto: CUDA when this onnxruntime has it)."""
+    ort = onnxruntime()
     has_cuda = CUDA in ort.get_available_providers()
     if device in ("auto", None):
         return [CUDA, "CPUExecutionProvider"] if has_cuda else ["CPUExecutionProvider"]
@@ -56,6 +61,7 @@ class OnnxPredictor(Predictor):
                  problem_type: str = "multi_class", task: str = "text", variant: str = "fp32"):
         super().__init__(tokenizer, labels, max_seq_length=max_seq_length, batch_size=batch_size,
                          problem_type=problem_type, task=task)
+        ort = onnxruntime()
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or default_threads()
         options.inter_op_num_threads = 1  # one op at a time: the graph is a chain
@@ -99,9 +105,8 @@ class OnnxPredictor(Predictor):
         if not id2label:
             raise ZhclsError(f"{path / 'config.json'}: no id2label, so the labels are unknown; export the model again")
         labels = [id2label[str(i)] for i in range(len(id2label))]
-        max_len, positions = max_seq_length or meta.get("max_seq_length", 128), config.get("max_position_embeddings", 512)
-        if max_len > positions:
-            raise ZhclsError(f"max_seq_length {max_len} exceeds the model's {positions} positions")
+        max_len = check_max_seq_length(max_seq_length or meta.get("max_seq_length", 128),
+                                       config.get("max_position_embeddings", 512))
         on_gpu = providers(device)[0] != "CPUExecutionProvider"
         if variant == "auto":  # dynamic INT8's kernels are CPU ones, fp16 pays off on a GPU only
             variant = next(v for v in ("fp16", "int8", "fp32") if (path / VARIANTS[v]).exists()

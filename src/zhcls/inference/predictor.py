@@ -15,6 +15,16 @@ from zhcls.errors import ZhclsError
 from zhcls.io import atomic_open
 
 
+def check_max_seq_length(max_seq_length: int, positions: int) -> int:
+    """Every path (train, both predictors, export) refuses lengths the position table cannot embed, and
+    lengths that leave no room for a token between [CLS] and [SEP]."""
+    if max_seq_length > positions:
+        raise ZhclsError(f"--max_seq_length {max_seq_length} exceeds the model's {positions} positions")
+    if max_seq_length < 3:
+        raise ZhclsError(f"--max_seq_length {max_seq_length}: must be >= 3 ([CLS], a token, [SEP])")
+    return max_seq_length
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return z / z.sum(axis=-1, keepdims=True)

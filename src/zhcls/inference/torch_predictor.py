@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from zhcls.data.tokenizer import Tokenizer
-from zhcls.inference.predictor import Predictor
+from zhcls.inference.predictor import Predictor, check_max_seq_length
 from zhcls.models.devices import amp_dtype, resolve_device
 
 
@@ -13,7 +13,9 @@ class TorchPredictor(Predictor):
 
     def __init__(self, model, tokenizer: Tokenizer, meta: dict, *, device: str = "auto", batch_size: int = 32,
                  max_seq_length: int | None = None, amp: str = "none"):
-        super().__init__(tokenizer, model.config.labels, max_seq_length=max_seq_length or meta.get("max_seq_length", 128),
+        max_len = check_max_seq_length(max_seq_length or meta.get("max_seq_length", 128),
+                                       model.config.max_position_embeddings)
+        super().__init__(tokenizer, model.config.labels, max_seq_length=max_len,
                          batch_size=batch_size, problem_type=meta.get("problem_type", "multi_class"),
                          task=meta.get("task", "text"))
         self.device = resolve_device(device)

@@ -24,6 +24,9 @@ from zhcls.models.sources import source_format
 
 log = logging.getLogger("zhcls")
 
+# Subfolders a new best checkpoint carries over from the one it replaces: training's resumable state and
+# `zhcls evaluate`'s reports (a better epoch replaces the weights, not what was measured so far).
+KEPT_DIRS = ("training_state", "eval")
 # Tensors that pretraining checkpoints carry and a classifier does not need.
 IGNORED_PREFIXES = ("cls.", "lm_head.", "discriminator_predictions.", "generator", "qa_outputs.")
 
@@ -64,7 +67,7 @@ def read_source(path: Path) -> tuple[dict, dict]:
     if fmt == "hf":
         return read_json(path / "config.json"), read_hf_weights(path)
     raise ZhclsError(f"{path}: no weights found (expected model.safetensors, pytorch_model.bin, "
-                     "model_state.pdparams or a TensorFlow *.index); pass --init_random to train this architecture from scratch")
+                     "model_state.pdparams or a TensorFlow *.index); `zhcls train --init_random` trains this architecture from scratch")
 
 
 def normalise_names(state: dict, model_type: str) -> dict[str, torch.Tensor]:
@@ -120,11 +123,11 @@ def write_model_folder(folder: Path, config: dict, state: dict, tokenizer: Token
 
 
 def save_checkpoint(model: SequenceClassifier, tokenizer: Tokenizer, path, meta: dict | None = None) -> Path:
-    """Write the checkpoint folder atomically (its training_state/ survives). ``meta`` goes into
-    config.json's ``zhcls`` block."""
+    """Write the checkpoint folder atomically (its training_state/ and eval/ survive, `KEPT_DIRS`).
+    ``meta`` goes into config.json's ``zhcls`` block."""
     config = model.config.to_dict()
     config["zhcls"] = {**config.get("zhcls", {}), **(meta or {})}
-    with atomic_dir(path, keep=("training_state",)) as tmp:
+    with atomic_dir(path, keep=KEPT_DIRS) as tmp:
         write_model_folder(tmp, config, model.state_dict(), tokenizer)
     return Path(path)
 
@@ -135,5 +138,9 @@ def load_checkpoint(path) -> tuple[SequenceClassifier, Tokenizer, dict]:
     if not path.is_dir():
         raise ZhclsError(f"--params_path {path}: no such checkpoint folder")
     config, state = read_source(path)
+    if not any(name.startswith("classifier.") for name in state):
+        # build_model would give it a random head: garbage predictions with exit 0.
+        raise ZhclsError(f"{path}: no trained classifier head (a pretrained encoder, e.g. a `zhcls convert` output); "
+                         f"fine-tune it first: zhcls train --model {path} --dataset_dir DATASET")
     model = build_model(config, None, state).eval()
     return model, Tokenizer.from_dir(path), config.get("zhcls", {})

@@ -28,7 +28,6 @@ absent), safetensors from their header, ``pytorch_model.bin`` memory-mapped; onl
 """
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ import torch
 
 from zhcls.data.tokenizer import Tokenizer
 from zhcls.errors import ZhclsError
-from zhcls.io import atomic_dir
+from zhcls.io import atomic_dir, check_output_dir
 from zhcls.models.checkpoint import normalise_names, read_hf_weights, read_json, write_model_folder
 from zhcls.models.modeling import EncoderConfig, SequenceClassifier
 from zhcls.models.sources import FORMAT_NAMES, Source, locate
@@ -162,36 +161,19 @@ def prepare(source: Source, *, vocab_file=None, config_path=None) -> Conversion:
     return Conversion(source, config, state, left_out, tokenizer)
 
 
-def _is_conversion(folder: Path) -> bool:
-    try:
-        block = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("zhcls", {})
-    except (OSError, ValueError, AttributeError):
-        return False
-    return isinstance(block, dict) and "converted_from" in block
-
-
-def _check_destination(source: Source, dst: Path) -> None:
-    """The destination is replaced whole: never the source, a folder holding it, or someone else's folder."""
-    out = dst.resolve()
-    src = source.folder.resolve()
-    if out == src or out in src.parents:
-        raise ZhclsError(f"--to {dst}: must not be the source folder or contain it (the conversion replaces it whole)")
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not _is_conversion(out))):
-        raise ZhclsError(f"--to {dst}: exists and is not an earlier `zhcls convert` output; refusing to replace it")
-
-
-def convert(src, dst, from_format: str = "auto", *, vocab_file=None, config_path=None) -> Path:
+def convert(src, dst, from_format: str = "auto", *, vocab_file=None, config_path=None, overwrite: bool = False) -> Path:
     """Convert a Hugging Face / PaddleNLP / TensorFlow 1.x checkpoint into a Hugging Face folder at ``dst``.
 
     ``src``: a folder, a TensorFlow prefix or ``.index``, or a weights file. ``from_format``: 'auto',
     'hf', 'paddle' or 'tf'; it must agree with what is found. ``vocab_file`` replaces the vocab.txt
     expected beside the source; ``config_path`` names the TensorFlow config (bert_config.json, HFL's
     discriminator config) when it is not beside the checkpoint. Everything is read and checked before
-    ``dst`` is touched, and ``dst`` is written atomically: a failure leaves it as it was.
+    ``dst`` is touched, and ``dst`` is written atomically: a failure leaves it as it was. ``dst`` must be
+    missing, empty or a folder zhcls wrote, unless ``overwrite``; never the source or a folder holding it.
     """
     source = locate(src, from_format)
-    dst = Path(dst).expanduser()
-    _check_destination(source, dst)
+    dst = check_output_dir(dst, flag="--to", overwrite=overwrite,
+                           inputs=[p for p in (source.folder, vocab_file, config_path) if p is not None])
     conversion = prepare(source, vocab_file=vocab_file, config_path=config_path)
     try:
         with atomic_dir(dst) as tmp:

@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 from zhcls import data
 from zhcls.data.tokenizer import build_vocab
 from zhcls.errors import ZhclsError
+from zhcls.inference.predictor import check_max_seq_length
 from zhcls.inference.torch_predictor import TorchPredictor
 from zhcls.models.checkpoint import save_checkpoint
 from zhcls.models.pretrained import load_pretrained
@@ -65,10 +66,15 @@ def _vocab_file(cfg: TrainConfig, ds: data.DatasetFolder) -> str | None:
 def train(config: TrainConfig | None = None, **kwargs) -> TrainResult:
     """Train a classifier on a dataset folder; the best dev checkpoint lands in ``save_dir``."""
     cfg = config or TrainConfig(**kwargs)
+    if cfg.vocab_from_data and cfg.vocab_file:
+        raise ZhclsError("--vocab_from_data and --vocab_file: give one vocabulary, not both")
     # Validate every file before any model is loaded or downloaded: fail fast.
     ds = data.load_dataset(cfg.dataset_dir, train_file=cfg.train_file, dev_file=cfg.dev_file,
                            label_file=cfg.label_file, task=cfg.task, problem_type=cfg.problem_type)
-    rt = start(cfg)
+    inputs = [cfg.dataset_dir, cfg.init_from_ckpt, cfg.vocab_file]
+    if Path(cfg.model_name).expanduser().exists():  # a local model folder, not a zoo name or hub id
+        inputs.append(cfg.model_name)
+    rt = start(cfg, inputs=[p for p in inputs if p])
     vocab_file = _vocab_file(cfg, ds)
     try:
         model, tokenizer = load_pretrained(cfg.model_name, ds.labels, init_random=cfg.init_random,
@@ -76,6 +82,7 @@ def train(config: TrainConfig | None = None, **kwargs) -> TrainResult:
     finally:
         if cfg.vocab_from_data:  # the tokenizer holds the vocab now; the checkpoint gets a copy
             os.unlink(vocab_file)
+    check_max_seq_length(cfg.max_seq_length, model.config.max_position_embeddings)
     if cfg.init_from_ckpt:
         _load_weights(model, cfg.init_from_ckpt)
     model.to(rt.device)

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from zhcls.data.batching import training_batches
 from zhcls.errors import ZhclsError
-from zhcls.io import atomic_dir
+from zhcls.io import atomic_dir, check_output_dir
 from zhcls.models.devices import amp_dtype, resolve_device
 
 log = logging.getLogger("zhcls")
@@ -38,7 +38,7 @@ PRETRAINED_LR, FROM_SCRATCH_LR = 3e-5, 5e-4
 DEFAULT_WARMUP = 0.1
 # Settings that may change between an interrupted run and its --resume: they do not change the result.
 RUNTIME_FIELDS = frozenset({"save_dir", "device", "resume", "progress", "threads", "logging_steps", "save_steps",
-                            "max_steps", "early_stop", "early_stop_nums", "cache_dir"})
+                            "max_steps", "early_stop", "early_stop_nums", "cache_dir", "overwrite"})
 
 
 @dataclass(kw_only=True)
@@ -65,6 +65,7 @@ class LoopConfig:
     save_steps: int = 0  # also save the resumable state every N optimizer steps (0: at each evaluation)
     max_steps: int = 0  # stop after N optimizer steps (0: no limit)
     threads: int = 0  # torch CPU threads (0: torch's default)
+    overwrite: bool = False  # let save_dir replace a folder that zhcls did not write
     progress: bool = True
 
     def resolved_lr(self) -> float:
@@ -86,8 +87,17 @@ class LoopConfig:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in RUNTIME_FIELDS}
 
     def check(self) -> None:
-        if self.gradient_accumulation_steps < 1 or self.batch_size < 1 or self.epochs < 1:
-            raise ZhclsError("--batch_size, --epochs and --gradient_accumulation_steps must be >= 1")
+        """Every setting that would crash the loop, or quietly train nothing, is refused up front."""
+        for name in ("batch_size", "epochs", "gradient_accumulation_steps", "logging_steps", "early_stop_nums"):
+            if getattr(self, name) < 1:
+                raise ZhclsError(f"--{name} {getattr(self, name)}: must be >= 1")
+        for name in ("warmup_steps", "save_steps", "max_steps", "threads"):
+            if getattr(self, name) < 0:
+                raise ZhclsError(f"--{name} {getattr(self, name)}: must be >= 0")
+        if self.warmup_proportion is not None and not 0 <= self.warmup_proportion <= 1:
+            raise ZhclsError(f"--warmup_proportion {self.warmup_proportion}: must be between 0 and 1")
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            raise ZhclsError(f"--learning_rate {self.learning_rate}: must be > 0")
 
 
 @dataclass
@@ -100,17 +110,31 @@ class Runtime:
     world: int = 1
 
 
-def start(cfg: LoopConfig) -> Runtime:
-    """Threads, seed, process group (under torchrun), device and AMP; call before building the model."""
+def rank_device(device: str, local_rank: int, world: int, cuda: bool) -> str:
+    """The device of one process: under torchrun on GPUs each rank takes its own ``cuda:LOCAL_RANK``."""
+    if world > 1 and cuda and device in ("auto", "gpu", "cuda"):
+        return f"cuda:{local_rank}"
+    return device
+
+
+def start(cfg: LoopConfig, inputs: Sequence = ()) -> Runtime:
+    """Settings and save_dir checks, threads, seed, process group (under torchrun), device and AMP; call
+    before building the model. ``inputs``: the files and folders the command reads, which save_dir
+    must never replace."""
     cfg.check()
+    if not cfg.resume:  # --resume continues in save_dir; otherwise save_dir must be ours to replace
+        check_output_dir(cfg.save_dir, flag="--save_dir", overwrite=cfg.overwrite, inputs=inputs)
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = resolve_device(rank_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")), world,
+                                        torch.cuda.is_available()))
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)  # NCCL and autocast use the current device
     if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
     rank = torch.distributed.get_rank() if world > 1 else 0
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    device = resolve_device(cfg.device)
     return Runtime(device, amp_dtype(cfg.amp, device), rank, world)
 
 
@@ -187,7 +211,10 @@ def fit(job: Job, cfg: LoopConfig, rt: Runtime) -> TrainResult:
     lr = cfg.resolved_lr()
     optimizer = optimizer_for(model, lr, cfg.weight_decay)
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
-    module = torch.nn.parallel.DistributedDataParallel(model) if rt.world > 1 else model
+    module = model
+    if rt.world > 1:
+        module = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
 
     save_dir = Path(cfg.save_dir)
     progress = _Progress()
@@ -243,7 +270,7 @@ def fit(job: Job, cfg: LoopConfig, rt: Runtime) -> TrainResult:
                 break
         bar.close()
         model.eval()
-        score = job.evaluate()
+        score = _from_rank0(job.evaluate(), rt)
         model.train()
         progress.epoch += 1
         progress.batch_in_epoch = 0
@@ -266,6 +293,16 @@ def fit(job: Job, cfg: LoopConfig, rt: Runtime) -> TrainResult:
                  save_dir)
     return TrainResult(save_dir, progress.best_score, progress.best_epoch, progress.step, progress.history,
                        time.time() - t0)
+
+
+def _from_rank0(score: float, rt: Runtime) -> float:
+    """Rank 0's dev score on every rank: GPU kernels may differ in the last bit between ranks, and ranks
+    that disagreed on "improved" or "stop early" would leave the others waiting forever."""
+    if rt.world == 1:
+        return score
+    value = torch.tensor([score], dtype=torch.float64, device=rt.device)
+    torch.distributed.broadcast(value, src=0)
+    return float(value.item())
 
 
 def _save_state(save_dir: Path, model, optimizer, scaler, progress: _Progress, cfg: LoopConfig) -> None:
