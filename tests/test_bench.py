@@ -55,3 +55,29 @@ def test_bench_errors(dataset, tmp_path):
         bench(tmp_path / "nowhere", dataset)
     with pytest.raises(ZhclsError, match="repeats"):
         bench(tmp_path, dataset, repeats=0)
+
+
+def test_bench_reports_medians_over_repeats(dataset, tmp_path, monkeypatch):
+    """Repeats go round the backends in turn, and every timing is the median of its repeats (an outlier
+    run, a burst of load on a shared machine, moves nothing)."""
+    from zhcls.deploy import bench as bench_module
+
+    specs = [{"backend": "torch", "path": "ckpt", "variant": None}, {"backend": "onnx", "path": "x", "variant": "fp32"}]
+    monkeypatch.setattr(bench_module, "prepare", lambda *a, **k: [dict(s) for s in specs])
+    calls = []
+    runs = {"torch": [5.0, 1.0, 3.0, 100.0, 2.0], "onnx": [4.0, 4.5, 40.0, 3.5, 4.2]}
+
+    def fake_measure(spec, dataset_dir, **options):
+        calls.append(spec["backend"])
+        value = runs[spec["backend"]][calls.count(spec["backend"]) - 1]
+        return {"backend": spec["backend"], "model": spec["model"], "score": 50.0,
+                **{k: value * (i + 1) for i, k in enumerate(bench_module.TIMINGS)}}
+
+    monkeypatch.setattr(bench_module, "measure", fake_measure)
+    rows = bench(tmp_path, dataset, repeats=5, progress=False)
+    assert calls == ["torch", "onnx"] * 5
+    by = {r["backend"]: r for r in rows}
+    assert by["torch"]["repeats"] == by["onnx"]["repeats"] == 5
+    for backend, median in (("torch", 3.0), ("onnx", 4.2)):
+        assert [by[backend][k] for k in bench_module.TIMINGS] == [median * (i + 1) for i in range(len(bench_module.TIMINGS))]
+        assert by[backend]["score"] == 50.0

@@ -57,6 +57,71 @@ def test_gradient_accumulation_takes_fewer_steps(kq, shared, tmp_path):
     assert plain.global_step == 40 and accumulated.global_step == 20
 
 
+def one_step(kq, shared, save_dir, batch_size, accumulation):
+    """One optimizer step of the loop on 16 real KUAKE-QIC texts (dropout off: both runs compute the same
+    function); returns the gradients the optimizer saw and the weights after the step."""
+    import torch
+    import torch.nn.functional as F
+
+    from zhcls.data import read_examples, read_labels
+    from zhcls.models.modeling import EncoderConfig, SequenceClassifier
+    from zhcls.training.loop import Job, LoopConfig, fit, start
+
+    labels = read_labels(kq / "label.txt")
+    examples = read_examples(kq / "train.txt", labels)[0][:16]
+    tokenizer = Tokenizer(shared / "vocab/bert-base-chinese/vocab.txt")
+    enc = tokenizer.encode([e.text_a for e in examples], None, 48)
+    y = torch.tensor([labels.index(e.labels[0]) for e in examples])
+    cfg = LoopConfig(save_dir=str(save_dir), batch_size=batch_size, gradient_accumulation_steps=accumulation,
+                     epochs=1, max_steps=1, learning_rate=1e-3, threads=1, progress=False)
+    rt = start(cfg)
+    model = SequenceClassifier(EncoderConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, num_hidden_layers=2,
+                                             num_attention_heads=4, intermediate_size=128, hidden_dropout_prob=0.0,
+                                             attention_probs_dropout_prob=0.0, id2label=dict(enumerate(labels))))
+
+    def loss(module, idx):
+        batch = tokenizer.pad([enc.input_ids[i] for i in idx], [enc.token_type_ids[i] for i in idx])
+        logits = module(**{k: torch.from_numpy(v) for k, v in batch.items()})
+        return F.cross_entropy(logits, y[idx], reduction="sum"), {}
+
+    grads = []
+
+    def record(optimizer, args, kwargs):
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    hook = register_optimizer_step_pre_hook(record)
+    try:
+        fit(Job(model, [len(ids) for ids in enc.input_ids], loss, lambda: 0.0, lambda record: None), cfg, rt)
+    finally:
+        hook.remove()
+    assert len(grads) == 1  # one optimizer step
+    return grads[0], {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_gradient_accumulation_is_one_big_batch(kq, shared, tmp_path):
+    """2 x batch 8 accumulated is the update of one batch of 16: same gradients, same weights after the step."""
+    big_grads, big = one_step(kq, shared, tmp_path / "big", 16, 1)
+    acc_grads, acc = one_step(kq, shared, tmp_path / "acc", 8, 2)
+    half_grads, _ = one_step(kq, shared, tmp_path / "half", 8, 1)  # one batch of 8 alone: a different update
+    assert big_grads.keys() == acc_grads.keys() and len(big_grads) > 20
+    assert max(float((big_grads[k] - acc_grads[k]).abs().max()) for k in big_grads) <= 1e-6
+    assert max(float((big[k] - acc[k]).abs().max()) for k in big) <= 1e-6
+    assert max(float((big_grads[k] - half_grads[k]).abs().max()) for k in big_grads) > 1e-3
+    assert max(float(v.abs().max()) for v in big_grads.values()) > 1e-3  # the step did something
+
+
+def test_each_rank_takes_its_own_gpu():
+    from zhcls.training.loop import rank_device
+
+    assert [rank_device("auto", r, 4, cuda=True) for r in range(4)] == [f"cuda:{r}" for r in range(4)]
+    assert rank_device("gpu", 1, 2, cuda=True) == "cuda:1"
+    assert rank_device("auto", 1, 2, cuda=False) == "auto"  # CPU: gloo, every rank on the CPU
+    assert rank_device("cpu", 1, 2, cuda=True) == "cpu"
+    assert rank_device("auto", 0, 1, cuda=True) == "auto"  # one process: the usual choice
+
+
 def test_early_stop_and_init_from_ckpt(kq, shared, tmp_path):
     first = quick(kq, shared, tmp_path / "first", epochs=2)
     # Starting from trained weights at a zero learning rate keeps them: dev score is reproduced.
