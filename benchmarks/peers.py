@@ -10,8 +10,10 @@ reported. Then the INT8 target on a trained model: Micro trained briefly on KUAK
 --quantize int8 and its accuracy gate.
 
     python benchmarks/peers.py                  # Micro + Medium, 3 rounds, INT8 on a trained Micro
-    python benchmarks/peers.py --quick          # Micro only, 320 texts, 1 round, no training
-    python benchmarks/peers.py --out results    # also rows.json (medians and every round) and a figure
+    python benchmarks/peers.py --quick          # Micro only, 320 texts, 1 round, no training (`make bench`)
+
+Writes OUT/peers.json (settings, medians, every round, speed-ups per shape, the INT8 result) and
+OUT/precision_latency.png; OUT is --out (default bench_out).
 """
 from __future__ import annotations
 
@@ -109,28 +111,35 @@ def subset(dataset: Path, out: Path, n: int) -> Path:
     return out
 
 
-def ratios(rows: list[dict], shape: str) -> str:
+def speedups(rows: list[dict]) -> dict:
     """Per zhcls backend: speed-up over the pipeline (real-length texts) and over eager (padded to 128)."""
     by = {r["backend"]: r for r in rows}
     pipe, eager = by["transformers-pipeline"], by["transformers-eager"]
+    zhcls_rows = [r for r in rows if r["backend"] not in PEERS]
+    best = min(zhcls_rows, key=lambda r: r["real_ms"])
+    return {"vs_pipeline_real": {r["backend"]: pipe["real_ms"] / r["real_ms"] for r in zhcls_rows},
+            "vs_eager_padded": {r["backend"]: eager["padded_ms"] / r["padded_ms"] for r in zhcls_rows},
+            "best": best["backend"], "best_real_ms": best["real_ms"], "pipeline_real_ms": pipe["real_ms"]}
+
+
+def ratios(rows: list[dict], shape: str) -> str:
+    """`speedups` as the lines the script prints, with the targets."""
+    s = speedups(rows)
     lines = [f"{shape}: speed-up per sample (higher is better)",
              f"  {'backend':12s} {'vs pipeline, real texts':>24s} {'vs eager, padded 128':>22s}"]
-    zhcls_rows = [r for r in rows if r["backend"] not in PEERS]
-    for r in zhcls_rows:
-        lines.append(f"  {r['backend']:12s} {pipe['real_ms'] / r['real_ms']:23.2f}x {eager['padded_ms'] / r['padded_ms']:21.2f}x")
-    best = min(zhcls_rows, key=lambda r: r["real_ms"])
-    speedup = pipe["real_ms"] / best["real_ms"]
-    lines.append(f"  best: {best['backend']} {best['real_ms']:.3f} ms/sample on real texts vs pipeline "
-                 f"{pipe['real_ms']:.3f}: {speedup:.2f}x (target >= {TARGET_SPEEDUP:g}x: "
-                 f"{'met' if speedup >= TARGET_SPEEDUP else 'MISSED'})")
+    for backend, ratio in s["vs_pipeline_real"].items():
+        lines.append(f"  {backend:12s} {ratio:23.2f}x {s['vs_eager_padded'][backend]:21.2f}x")
+    best, best_ms, speedup = s["best"], s["best_real_ms"], s["vs_pipeline_real"][s["best"]]
+    lines.append(f"  best: {best} {best_ms:.3f} ms/sample on real texts vs pipeline {s['pipeline_real_ms']:.3f}: "
+                 f"{speedup:.2f}x (target >= {TARGET_SPEEDUP:g}x: {'met' if speedup >= TARGET_SPEEDUP else 'MISSED'})")
     if shape == "micro":
-        lines.append(f"  Micro best {best['real_ms']:.3f} ms/sample (target <= {TARGET_MICRO_MS} ms: "
-                     f"{'met' if best['real_ms'] <= TARGET_MICRO_MS else 'MISSED'})")
+        lines.append(f"  Micro best {best_ms:.3f} ms/sample (target <= {TARGET_MICRO_MS} ms: "
+                     f"{'met' if best_ms <= TARGET_MICRO_MS else 'MISSED'})")
     return "\n".join(lines)
 
 
-def int8_on_trained(work: Path, dataset: Path, vocab: Path, epochs: int, progress: bool) -> str:
-    """Train Micro briefly, export it with the INT8 gate, and say what the gate measured."""
+def int8_on_trained(work: Path, dataset: Path, vocab: Path, epochs: int, progress: bool) -> tuple[str, dict]:
+    """Train Micro briefly, export it with the INT8 gate, and say what the gate measured (line, report)."""
     from zhcls.deploy.export import export
     from zhcls.errors import ZhclsError
     from zhcls.training import train
@@ -145,15 +154,17 @@ def int8_on_trained(work: Path, dataset: Path, vocab: Path, epochs: int, progres
     int8 = json.loads((work / "trained-export" / "export_report.json").read_text(encoding="utf-8"))["variants"]["int8"]
     modes = ", ".join(f"{'per-channel' if a['per_channel'] else 'per-tensor'}{' reduce-range' if a['reduce_range'] else ''}"
                       f" {a['dev_int8']:.2f}" for a in int8["attempts"])
-    return (f"INT8 on a trained Micro ({epochs} epochs from scratch, {result.seconds:.0f} s, best dev {result.best_score:.4f}): "
+    line = (f"INT8 on a trained Micro ({epochs} epochs from scratch, {result.seconds:.0f} s, best dev {result.best_score:.4f}): "
             f"dev accuracy fp32 {int8['dev_fp32']:.2f} -> int8 {modes}; drop {int8['drop']:.2f} points, agreement "
             f"{100 * int8['prediction_agreement']:.1f} %, {'ACCEPTED' if int8['accepted'] else 'REFUSED'} "
             f"(target drop <= {TARGET_INT8_DROP})")
+    return line, {**int8, "train_seconds": result.seconds, "best_dev": result.best_score, "epochs": epochs}
 
 
 def main(argv=None) -> None:
     from zhcls.data import read_labels
     from zhcls.deploy.bench import BACKENDS, format_table, isolated, measure, median_row, plot, prepare
+    from zhcls.evaluation.metrics import write_json
     from zhcls.inference.onnx_predictor import default_threads
     from zhcls.models.checkpoint import save_checkpoint
     from zhcls.models.pretrained import load_pretrained
@@ -166,7 +177,7 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="default: the cores this process may use, at most 8")
     parser.add_argument("--train_epochs", type=int, default=2, help="epochs for the INT8 check (0: skip it)")
     parser.add_argument("--quick", action="store_true", help="Micro, 320 texts, 1 round, 50 batch-1 texts, no training")
-    parser.add_argument("--out", default=None, help="folder for rows.json and precision_latency.png")
+    parser.add_argument("--out", default="bench_out", help="folder for peers.json and precision_latency.png")
     args = parser.parse_args(argv)
     if args.quick:
         args.shapes, args.rounds, args.samples, args.batch1_samples, args.train_epochs = "micro", 1, 320, 50, 0
@@ -176,7 +187,7 @@ def main(argv=None) -> None:
     options = dict(batch_size=32, max_seq_length=128, threads=threads, batch1_samples=args.batch1_samples)
     print(f"{threads} threads, {args.rounds} round(s), KUAKE-QIC dev ({args.samples or 'all'} texts), batch 32")
 
-    all_rows, all_runs, summaries = [], {}, []
+    all_rows, all_runs, summaries, results = [], {}, [], {"settings": vars(args), "speedups": {}}
     with tempfile.TemporaryDirectory(prefix="zhcls-peers-") as tmp:
         dataset = subset(kuake, Path(tmp) / "kuake_qic", args.samples) if args.samples else kuake
         for shape in args.shapes.split(","):
@@ -196,16 +207,15 @@ def main(argv=None) -> None:
             rows = [{**median_row(v), "model": f"{shape} (random)"} for v in runs.values()]
             all_rows += rows
             all_runs[shape] = runs
+            results["speedups"][shape] = speedups(rows)
             summaries.append(f"{format_table(rows)}\n{ratios(rows, shape)}")
             print(summaries[-1], flush=True)
-        if args.out:
-            out = Path(args.out)
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "rows.json").write_text(json.dumps({"medians": all_rows, "rounds": all_runs}, ensure_ascii=False,
-                                                      indent=1), encoding="utf-8")
-            summaries.append(f"rows: {out / 'rows.json'}, figure: {plot(all_rows, out / 'precision_latency.png')}")
         if args.train_epochs:
-            summaries.append(int8_on_trained(Path(tmp), kuake, vocab, args.train_epochs, progress=True))
+            line, results["int8"] = int8_on_trained(Path(tmp), kuake, vocab, args.train_epochs, progress=True)
+            summaries.append(line)
+    out = Path(args.out)
+    write_json(out / "peers.json", {**results, "medians": all_rows, "rounds": all_runs})
+    summaries.append(f"results: {out / 'peers.json'}, figure: {plot(all_rows, out / 'precision_latency.png')}")
     print("\n\n".join(summaries))
 
 
