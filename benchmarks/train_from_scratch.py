@@ -66,6 +66,7 @@ def main(argv=None) -> None:
             dataset = SHARED / "data" / name
             if args.max_train:
                 dataset = subset(dataset, Path(tmp) / name, args.max_train)
+            load_before = os.getloadavg()[0]  # a shared machine's load moves the seconds, not the accuracy
             start = time.perf_counter()
             result = train(dataset_dir=str(dataset), model_name=args.model, init_random=True, vocab_from_data=True,
                            epochs=args.epochs, early_stop=True, max_seq_length=args.max_seq_length,
@@ -73,6 +74,7 @@ def main(argv=None) -> None:
             rows.append({"dataset": name, "train_lines": sum(1 for _ in (dataset / "train.txt").open(encoding="utf-8")),
                          "dev_accuracy": 100 * result.best_score, "best_epoch": result.best_epoch,
                          "epochs_run": len(result.history), "seconds": round(time.perf_counter() - start, 1),
+                         "load_average": [load_before, os.getloadavg()[0]],
                          "majority_class": 100 * majority_share(dataset / "dev.txt"),
                          "tfidf_svm_reference": reference.get(name), "history": result.history})
     print(f"\n{args.model}, random init, vocab from data, {args.epochs} epoch(s), early stop, {args.threads} thread(s)")

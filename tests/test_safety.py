@@ -129,10 +129,12 @@ def test_one_vocabulary(kq, vocab, tmp_path, capsys):
                  "--vocab_from_data and --vocab_file")
 
 
-def test_torch_predict_max_seq_length(ckpt, kq, tmp_path, capsys):
+def test_torch_predict_bad_values(ckpt, kq, tmp_path, capsys):
     out = tmp_path / "out.txt"
     assert_error(cli(capsys, "predict", "--params_path", ckpt, "--dataset_dir", kq, "--output_file", out,
                      "--max_seq_length", 600), "--max_seq_length 600 exceeds the model's 512 positions")
+    assert_error(cli(capsys, "predict", "--params_path", ckpt, "--dataset_dir", kq, "--output_file", out,
+                     "--batch_size", 0), "--batch_size 0: must be >= 1")
     assert not out.exists()
 
 

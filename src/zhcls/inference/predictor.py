@@ -39,6 +39,8 @@ class Predictor:
 
     def __init__(self, tokenizer: Tokenizer, labels: list[str], *, max_seq_length: int = 128,
                  batch_size: int = 32, problem_type: str = "multi_class", task: str = "text"):
+        if batch_size < 1:
+            raise ZhclsError(f"--batch_size {batch_size}: must be >= 1")
         self.tokenizer, self.labels = tokenizer, list(labels)
         self.max_seq_length, self.batch_size = max_seq_length, batch_size
         self.problem_type, self.task = problem_type, task
