@@ -5,8 +5,8 @@ No pretrained weights exist on our machines, so the recipe is `zhcls train --mod
 row sets the model against two references on the same dev split: the majority class (measured here)
 and the classical character 1-3-gram TF-IDF + linear SVM figure that ../shared/data/README.md publishes.
 
-    python benchmarks/train_from_scratch.py                            # small: 2000 train lines, 1 epoch
-    python benchmarks/train_from_scratch.py --max_train 0 --epochs 3   # the README's table (minutes per dataset)
+    python benchmarks/train_from_scratch.py                  # `make bench`: 2000 train lines (a few minutes)
+    python benchmarks/train_from_scratch.py --max_train 0    # the README's table (the whole train files)
 
 Writes OUT/train_from_scratch.json: settings, and per dataset the dev accuracy, epochs, seconds, history.
 """
@@ -49,7 +49,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default="kuake_qic,waimai_10k", help="comma-separated folders of ../shared/data")
     parser.add_argument("--model", default="uer/chinese_roberta_L-4_H-256", help="the architecture (the demo's)")
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--max_train", type=int, default=2000, help="first N training lines (0: all)")
     parser.add_argument("--max_seq_length", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1)
