@@ -123,6 +123,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("inspect", help="format, architecture, parameters, unused / missing tensors of a checkpoint")
     i.add_argument("src", help="checkpoint folder (HF, PaddleNLP or TensorFlow)")
+
+    sv = sub.add_parser("serve", help="HTTP server with cross-request dynamic batching (or Triton through PyTriton)")
+    sv.add_argument("--params_path", default="./checkpoint", help="checkpoint folder (torch) or export folder (ONNX Runtime)")
+    sv.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
+    sv.add_argument("--device", default="cpu", help="cpu, gpu or auto")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    sv.add_argument("--port", type=int, default=8000, help="HTTP port (triton: gRPC on port+1, metrics on port+2)")
+    sv.add_argument("--name", default=None, help="model name in answers and URLs (default: the params folder's name)")
+    sv.add_argument("--model_version", default=None, help="version in answers (default: a hash of the model files)")
+    sv.add_argument("--max_batch_size", type=int, default=32, help="texts merged into one forward (1: no batching)")
+    sv.add_argument("--max_delay_ms", type=float, default=2.0, help="how long a forward waits for more texts")
+    sv.add_argument("--max_queue", type=int, default=256, help="requests waiting at most; more get 429")
+    sv.add_argument("--max_texts_per_request", type=int, default=64, help="more get 413")
+    sv.add_argument("--max_request_bytes", type=int, default=1 << 20, help="larger bodies get 413")
+    sv.add_argument("--max_seq_length", type=int, default=None, help="truncate longer inputs (default: the model's)")
+    sv.add_argument("--threads", type=int, default=0, help="CPU threads of the backend (default: its own)")
+    sv.add_argument("--engine", default="uvicorn", choices=["uvicorn", "triton"],
+                    help="uvicorn: zhcls's ASGI server; triton: NVIDIA Triton through PyTriton (the [triton] extra)")
+    sv.add_argument("--no_access_log", dest="access_log", action="store_false", help="no line per request")
     return parser
 
 
@@ -253,6 +272,22 @@ def cmd_convert(args) -> None:
     print(f"converted {args.src} -> {convert(args.src, args.dst, from_format=args.from_format)}")
 
 
+def cmd_serve(args) -> None:
+    from zhcls.deploy.serving import ServeConfig
+    from zhcls.errors import ZhclsError
+
+    cfg = ServeConfig(**{k: v for k, v in vars(args).items() if k not in ("command", "quiet")})
+    if cfg.engine == "triton":
+        from zhcls.deploy.triton import run_triton
+
+        return run_triton(cfg)
+    try:
+        from zhcls.deploy.serve import run_uvicorn
+    except ImportError as e:
+        raise ZhclsError(f"zhcls serve needs the [serve] extra (pip install 'zhcls[serve]'): {e}") from None
+    run_uvicorn(cfg)
+
+
 def cmd_inspect(args) -> None:
     from zhcls.models.inspection import format_inspect, inspect
 
@@ -260,7 +295,8 @@ def cmd_inspect(args) -> None:
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "models": cmd_models,
-            "export": cmd_export, "bench": cmd_bench, "convert": cmd_convert, "inspect": cmd_inspect}
+            "export": cmd_export, "bench": cmd_bench, "convert": cmd_convert, "inspect": cmd_inspect,
+            "serve": cmd_serve}
 
 
 def main(argv=None) -> int:

@@ -20,13 +20,10 @@ finishes the requests in flight (the batcher answers every request it accepted) 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI
@@ -37,85 +34,14 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from zhcls.deploy.batcher import DynamicBatcher, QueueFull
+from zhcls.deploy.serving import ServeConfig, load_predictor, model_version
 from zhcls.errors import ZhclsError
-from zhcls.inference.loading import load, read_meta
 from zhcls.inference.predictor import Predictor
 
 log = logging.getLogger("zhcls")
 
-# Texts of several lengths, so that warm-up runs the shapes real traffic will (ONNX Runtime and torch
-# both allocate per shape on first use).
-WARMUP_TEXTS = ["头痛", "感冒了吃什么药好得快", "高血压患者平时饮食需要注意什么，可以喝酒吗？" * 4]
 LATENCY_BUCKETS = (.001, .0025, .005, .0075, .01, .025, .05, .075, .1, .25, .5, .75, 1, 2.5, 5, 10)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-
-
-@dataclass
-class ServeConfig:
-    """`zhcls serve`'s flags."""
-    params_path: str
-    backend: str = "auto"
-    device: str = "cpu"
-    host: str = "127.0.0.1"
-    port: int = 8000
-    name: str | None = None  # default: the params folder's base name
-    model_version: str | None = None  # default: a hash of the model files
-    max_batch_size: int = 32
-    max_delay_ms: float = 2.0
-    max_queue: int = 256
-    max_texts_per_request: int = 64
-    max_request_bytes: int = 1 << 20
-    max_seq_length: int | None = None
-    threads: int = 0  # 0: the backend's default
-    engine: str = "uvicorn"  # or "triton"
-    access_log: bool = True
-    grpc_port: int | None = None  # triton only; default port + 1
-    metrics_port: int | None = None  # triton only; default port + 2
-
-    @property
-    def model_name(self) -> str:
-        return self.name or Path(self.params_path).resolve().name
-
-    def check(self) -> None:
-        for flag in ("max_batch_size", "max_queue", "max_texts_per_request", "max_request_bytes"):
-            if getattr(self, flag) < 1:
-                raise ZhclsError(f"--{flag} must be >= 1")
-        if self.max_delay_ms < 0:
-            raise ZhclsError("--max_delay_ms must be >= 0")
-        if not 0 <= self.port < 65536:
-            raise ZhclsError(f"--port {self.port}: not a port number")
-        read_meta(self.params_path)  # a missing or broken model folder fails now, not in the background
-
-
-def load_predictor(cfg: ServeConfig) -> Predictor:
-    """The predictor ``cfg`` asks for, with ``--threads`` applied, warmed up on every batch shape."""
-    kwargs = {}
-    backend = cfg.backend
-    if backend == "auto":
-        backend = "onnx" if (Path(cfg.params_path) / "model.onnx").exists() else "torch"
-    if backend == "onnx":
-        kwargs["threads"] = cfg.threads or None
-    elif cfg.threads:
-        import torch
-
-        torch.set_num_threads(cfg.threads)
-    predictor = load(cfg.params_path, backend=backend, device=cfg.device, batch_size=cfg.max_batch_size,
-                     max_seq_length=cfg.max_seq_length, **kwargs)
-    texts = WARMUP_TEXTS if predictor.task != "pair" else [(t, t) for t in WARMUP_TEXTS]
-    for n in sorted({1, min(8, cfg.max_batch_size), cfg.max_batch_size}):
-        predictor.predict([texts[i % len(texts)] for i in range(n)])
-    return predictor
-
-
-def model_version(params_path) -> str:
-    """12 hex digits of the SHA-256 of the model's config and weights: changes whenever the model does."""
-    path, digest = Path(params_path), hashlib.sha256()
-    for name in ("config.json", "model.safetensors", "model.onnx", "model.int8.onnx"):
-        if (path / name).is_file():
-            with open(path / name, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
-    return digest.hexdigest()[:12]
 
 
 class ServeMetrics:
@@ -353,17 +279,11 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], Predictor] = lo
     return app
 
 
-def serve(cfg: ServeConfig) -> None:
-    """Run the server until SIGINT / SIGTERM (then finish what is in flight and return)."""
-    cfg.check()
-    if cfg.engine == "triton":
-        from zhcls.deploy.triton import serve_triton
-
-        return serve_triton(cfg)
-    if cfg.engine != "uvicorn":
-        raise ZhclsError(f"--engine {cfg.engine}: expected uvicorn or triton")
+def run_uvicorn(cfg: ServeConfig) -> None:
+    """Serve ``cfg`` with uvicorn until SIGINT / SIGTERM (then finish what is in flight and return)."""
     import uvicorn
 
+    cfg.check()
     server: uvicorn.Server | None = None
 
     def stop(_error):
