@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
@@ -293,10 +294,15 @@ def run_uvicorn(cfg: ServeConfig) -> None:
     config = uvicorn.Config(app, host=cfg.host, port=cfg.port, access_log=cfg.access_log, log_level="info",
                             timeout_graceful_shutdown=30, lifespan="on")
     server = uvicorn.Server(config)
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler it found: with this
+    # one in place the re-raised signal is a no-op, so a graceful stop exits 0 (what orchestrators expect).
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
     try:
         server.run()
     except SystemExit:  # uvicorn's answer to a port it cannot bind (it has logged the OSError)
         raise ZhclsError(f"--host {cfg.host} --port {cfg.port}: cannot listen there (in use?)") from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     error = app.state.zhcls["error"]
     if error is not None:
         raise error if isinstance(error, ZhclsError) else ZhclsError(f"{cfg.params_path}: cannot load the model ({error})")
