@@ -133,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--name", default=None, help="model name in answers and URLs (default: the params folder's name)")
     sv.add_argument("--model_version", default=None, help="version in answers (default: a hash of the model files)")
     sv.add_argument("--max_batch_size", type=int, default=32, help="texts merged into one forward (1: no batching)")
+    sv.add_argument("--batch_size", type=int, default=8, help="texts per forward within a merged batch, after sorting "
+                    "by length (padding is per forward; raise it on GPU)")
     sv.add_argument("--max_delay_ms", type=float, default=2.0, help="how long a forward waits for more texts")
     sv.add_argument("--max_queue", type=int, default=256, help="requests waiting at most; more get 429")
     sv.add_argument("--max_texts_per_request", type=int, default=64, help="more get 413")

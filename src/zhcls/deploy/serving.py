@@ -30,7 +30,11 @@ class ServeConfig:
     port: int = 8000
     name: str | None = None  # default: the params folder's base name
     model_version: str | None = None  # default: a hash of the model files
-    max_batch_size: int = 32
+    max_batch_size: int = 32  # texts merged across requests into one predict call
+    # Texts per forward inside that call, after predict() sorts them by length: each forward pads to its
+    # own longest text, so on CPU small forwards of similar lengths beat one padded forward (measured:
+    # 32 merged KUAKE-QIC texts, ERNIE 3.0 Micro, 1 thread: 2.4 ms/text in forwards of 8, 4.6 in one).
+    batch_size: int = 8
     max_delay_ms: float = 2.0
     max_queue: int = 256
     max_texts_per_request: int = 64
@@ -48,7 +52,7 @@ class ServeConfig:
 
     def check(self) -> None:
         """Flags and the model folder, checked before any engine starts."""
-        for flag in ("max_batch_size", "max_queue", "max_texts_per_request", "max_request_bytes"):
+        for flag in ("max_batch_size", "batch_size", "max_queue", "max_texts_per_request", "max_request_bytes"):
             if getattr(self, flag) < 1:
                 raise ZhclsError(f"--{flag} must be >= 1")
         if self.max_delay_ms < 0:
@@ -72,10 +76,10 @@ def load_predictor(cfg: ServeConfig) -> Predictor:
         import torch
 
         torch.set_num_threads(cfg.threads)
-    predictor = load(cfg.params_path, backend=backend, device=cfg.device, batch_size=cfg.max_batch_size,
+    predictor = load(cfg.params_path, backend=backend, device=cfg.device, batch_size=min(cfg.batch_size, cfg.max_batch_size),
                      max_seq_length=cfg.max_seq_length, **kwargs)
     texts = WARMUP_TEXTS if predictor.task != "pair" else [(t, t) for t in WARMUP_TEXTS]
-    for n in sorted({1, min(8, cfg.max_batch_size), cfg.max_batch_size}):
+    for n in sorted({1, min(cfg.batch_size, cfg.max_batch_size), cfg.max_batch_size}):
         predictor.predict([texts[i % len(texts)] for i in range(n)])
     return predictor
 
