@@ -101,6 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--no_optimize", action="store_true", help="skip ONNX Runtime's transformer fusions")
     x.add_argument("--max_seq_length", type=int, default=None)
     x.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads during verification")
+    x.add_argument("--triton_repo", default=None, help="also write a Triton model repository here (tokenizer, "
+                   "ONNX model with dynamic batching, post-processing: an ensemble for the NGC Triton container)")
 
     b = sub.add_parser("bench", help="dev accuracy and latency per backend (torch, onnx, onnx-fused, onnx-int8)")
     b.add_argument("--params_path", required=True, nargs="+", help="checkpoint or export folder(s); several: one plot")
@@ -248,6 +250,10 @@ def cmd_export(args) -> None:
                     label_file=args.label_file, threads=args.threads, progress=not args.quiet)
     print(f"exported {args.params_path} -> {args.output_path}; report: {args.output_path}/export_report.json")
     print(json.dumps(report.get("summary", report), ensure_ascii=False, indent=1)[:2000])
+    if args.triton_repo:
+        from zhcls.deploy.triton_repo import write_triton_repo
+
+        print(f"Triton model repository: {write_triton_repo(args.output_path, args.triton_repo)}")
 
 
 def cmd_bench(args) -> None:
