@@ -69,8 +69,29 @@ class Connection:
         self.writer.close()
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and all its descendants (Triton: tritonserver, its Python
+    stub and PyTriton's proxy): on a shared machine this cost per request is steadier than wall time."""
+    ticks, parents = os.sysconf("SC_CLK_TCK"), {}
+    stats = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parents.setdefault(int(fields[1]), []).append(int(entry))
+            stats[int(entry)] = (int(fields[11]) + int(fields[12])) / ticks
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += stats.get(p, 0.0)
+        todo += parents.get(p, [])
+    return total
+
+
 async def load_level(port: int, path: str, bodies: list[bytes], concurrency: int, requests: int,
-                     seconds: float) -> dict:
+                     seconds: float, server_pid: int) -> dict:
     """``concurrency`` users send back to back until ``requests`` are answered or ``seconds`` pass."""
     connections = [await Connection.open(port) for _ in range(concurrency)]
     latencies, errors, sent = [], 0, 0
@@ -86,15 +107,16 @@ async def load_level(port: int, path: str, bodies: list[bytes], concurrency: int
             latencies.append(time.perf_counter() - t0)
             errors += status != 200
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), tree_cpu_seconds(server_pid)
     await asyncio.gather(*(user(c) for c in connections))
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, tree_cpu_seconds(server_pid) - cpu
     for c in connections:
         c.close()
     ms = np.array(latencies) * 1000
     return {"concurrency": concurrency, "requests": len(latencies), "errors": errors, "seconds": round(wall, 2),
             "throughput_rps": round(len(latencies) / wall, 1), "p50_ms": round(float(np.percentile(ms, 50)), 2),
-            "p95_ms": round(float(np.percentile(ms, 95)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2)}
+            "p95_ms": round(float(np.percentile(ms, 95)), 2), "p99_ms": round(float(np.percentile(ms, 99)), 2),
+            "server_cpu_ms_per_request": round(1000 * cpu / len(latencies), 3)}
 
 
 def start_server(python: str, params: Path, port: int, extra: list[str], log: Path) -> subprocess.Popen:
@@ -148,12 +170,13 @@ def measure(name: str, python: str, params: Path, extra: list[str], texts: list[
     process = start_server(python, params, port, ["--threads", str(args.threads), *extra], log)
     try:
         wait_ready(process, port, ready)
-        asyncio.run(load_level(port, path, bodies, 8, 64, 30))  # warm-up: connections, allocator, shapes
+        asyncio.run(load_level(port, path, bodies, 8, 64, 30, process.pid))  # warm-up: connections, allocator, shapes
         levels = []
         for c in CONCURRENCY:
-            levels.append(asyncio.run(load_level(port, path, bodies, c, args.requests, args.seconds)))
+            levels.append(asyncio.run(load_level(port, path, bodies, c, args.requests, args.seconds, process.pid)))
             print(f"{name:8} c={c:<3} {levels[-1]['throughput_rps']:8.1f} req/s  p50 {levels[-1]['p50_ms']:7.2f}  "
-                  f"p95 {levels[-1]['p95_ms']:7.2f}  p99 {levels[-1]['p99_ms']:7.2f} ms  errors {levels[-1]['errors']}",
+                  f"p95 {levels[-1]['p95_ms']:7.2f}  p99 {levels[-1]['p99_ms']:7.2f} ms  "
+                  f"server CPU {levels[-1]['server_cpu_ms_per_request']:6.2f} ms/request  errors {levels[-1]['errors']}",
                   flush=True)
     except RuntimeError as e:
         tail = log.read_text(errors="replace").strip().splitlines()[-3:]
@@ -217,10 +240,12 @@ def summarize(rows: list[dict]) -> dict:
     summary = {}
     for c in CONCURRENCY:
         entry = {}
-        if "dynamic" in by and "batch1" in by:
-            entry["dynamic_vs_batch1"] = round(by["dynamic"][c]["throughput_rps"] / by["batch1"][c]["throughput_rps"], 2)
-        if "dynamic" in by and "triton" in by:
-            entry["dynamic_vs_triton"] = round(by["dynamic"][c]["throughput_rps"] / by["triton"][c]["throughput_rps"], 2)
+        for peer in ("batch1", "triton"):
+            if "dynamic" in by and peer in by:
+                a, b = by["dynamic"][c], by[peer][c]
+                entry[f"dynamic_vs_{peer}"] = round(a["throughput_rps"] / b["throughput_rps"], 2)
+                # the same ratio in CPU cost per request (peer's / ours): steadier on a busy machine
+                entry[f"dynamic_vs_{peer}_cpu"] = round(b["server_cpu_ms_per_request"] / a["server_cpu_ms_per_request"], 2)
         summary[f"c{c}"] = entry
     c32 = summary["c32"]
     summary["targets"] = {"dynamic >= 4x batch1 at c32": c32.get("dynamic_vs_batch1", 0) >= TARGET_BATCHING,
