@@ -260,14 +260,16 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    panels = (("throughput_rps", "throughput (requests/s)"), ("p99_ms", "p99 latency (ms)"),
+              ("server_cpu_ms_per_request", "server CPU per request (ms)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(14, 4))
     for r in rows:
         if "levels" not in r:
             continue
         c = [lv["concurrency"] for lv in r["levels"]]
-        left.plot(c, [lv["throughput_rps"] for lv in r["levels"]], marker="o", label=r["system"])
-        right.plot(c, [lv["p99_ms"] for lv in r["levels"]], marker="o", label=r["system"])
-    for ax, title in ((left, "throughput (requests/s)"), (right, "p99 latency (ms)")):
+        for ax, (key, _) in zip(axes, panels):
+            ax.plot(c, [lv[key] for lv in r["levels"]], marker="o", label=r["system"])
+    for ax, (_, title) in zip(axes, panels):
         ax.set_xscale("log", base=2)
         ax.set_xticks(CONCURRENCY, [str(c) for c in CONCURRENCY])
         ax.set_xlabel("concurrent clients")

@@ -140,6 +140,13 @@ def test_pairs_and_simple_serving_format(server, reference, texts):
     same(r.json()["results"], reference.predict([tuple(p) for p in pairs]))
 
 
+def test_text_longer_than_max_seq_length_is_handled_as_predict_does(server, reference, texts):
+    long_text = "".join(texts)[:400]  # far over the model's 64 tokens
+    r = httpx.post(f"{server}/v1/classify", json={"texts": [long_text, texts[0]]})
+    assert r.status_code == 200
+    same(r.json()["results"], reference.predict([long_text, texts[0]]))
+
+
 def test_limits_give_clear_json_errors(server):
     def post(**kwargs):
         r = httpx.post(f"{server}/v1/classify", **kwargs)
