@@ -187,6 +187,26 @@ def measure(name: str, python: str, params: Path, extra: list[str], texts: list[
     return {"system": name, "levels": levels, "exit_code": code}
 
 
+def compute_ceiling(params: Path, texts: list[str], threads: int, n: int = 320) -> dict:
+    """The most merging can save here, without HTTP: predict()'s CPU time per text, one text per call
+    (what batch1 does) against merged calls of 32 texts in forwards of 8 (what dynamic does)."""
+    from zhcls.inference.loading import load
+
+    predictor = load(params, backend="onnx", device="cpu", batch_size=8, threads=threads)
+    texts = texts[:n]
+    predictor.predict(texts[:32])
+
+    def cpu_ms(step: int) -> float:
+        start = time.process_time()
+        for i in range(0, len(texts), step):
+            predictor.predict(texts[i:i + step])
+        return 1000 * (time.process_time() - start) / len(texts)
+
+    one, merged = cpu_ms(1), cpu_ms(32)
+    return {"texts": len(texts), "cpu_ms_per_text_batch1": round(one, 3), "cpu_ms_per_text_merged32": round(merged, 3),
+            "ratio": round(one / merged, 2)}
+
+
 def main(argv=None) -> None:
     from zhcls.data import read_labels
     from zhcls.deploy.export import export
@@ -221,10 +241,13 @@ def main(argv=None) -> None:
         export(checkpoint, params, threads=args.threads, progress=False)
         print(f"ERNIE 3.0 Micro shape (random weights), ONNX fused fp32, {args.threads} thread(s) per server, "
               f"{len(texts)} KUAKE-QIC dev texts, up to {args.requests} requests / {args.seconds:.0f} s per level", flush=True)
+        ceiling = compute_ceiling(params, texts, args.threads)
+        print(f"predict() alone, CPU per text: {ceiling['cpu_ms_per_text_batch1']} ms one by one, "
+              f"{ceiling['cpu_ms_per_text_merged32']} ms merged by 32: at most {ceiling['ratio']}x from batching", flush=True)
         for name in args.systems.split(","):
             python, extra = systems[name]
             rows.append(measure(name, python, params, extra, texts, args, work))
-    summary = summarize(rows)
+    summary = {**summarize(rows), "compute_only": ceiling}
     print(json.dumps(summary, indent=1))
     if args.out:
         out = Path(args.out)
