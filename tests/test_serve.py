@@ -167,7 +167,7 @@ def test_limits_give_clear_json_errors(server):
     status, body = post(json={"texts": ["头痛", " "]})
     assert status == 422 and "texts.1" in body["error"] and "empty" in body["error"]
     for bad in ({"texts": []}, {"texts": "头痛"}, {"texts": [3]}, {"texts": ["a"], "topk": 0}, {"texts": ["a"], "extra": 1},
-                {"texts": [["a", "b", "c"]]}):
+                {"texts": [["a", "b", "c"]]}, {"texts": ["a", ["b", "c"]]}):
         assert post(json=bad)[0] == 422, bad
 
 

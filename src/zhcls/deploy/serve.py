@@ -178,7 +178,7 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], Predictor] = lo
     async def load_in_background():
         try:
             state["predictor"] = await asyncio.get_running_loop().run_in_executor(None, loader, cfg)
-        except BaseException as e:  # noqa: B036 (ZhclsError or a backend's own: the server must stop either way)
+        except Exception as e:  # ZhclsError or a backend's own: the server must stop either way
             state["error"] = e
             log.error(f"zhcls serve: loading {cfg.params_path} failed: {e}")
             if on_load_error:
@@ -227,6 +227,8 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], Predictor] = lo
     async def v1_classify(body: ClassifyRequest):
         """Classify texts (or pairs): the label and score of each, and the k best with ``topk``."""
         texts = [list(t) if isinstance(t, tuple) else t for t in body.texts]
+        if len({isinstance(t, list) for t in texts}) > 1:  # refused here, so it never fails a merged batch
+            return _error(422, "body.texts: a mix of single texts and pairs; send one kind per request")
         results = await classify(texts, topk=body.topk)
         if isinstance(results, JSONResponse):
             return results
