@@ -8,9 +8,12 @@ random weights: latency does not depend on them; exported to ONNX, fused fp32):
              batcher with the same settings (needs an interpreter with nvidia-pytriton and numpy < 2:
              --triton_python; skipped, with the reason, when it cannot start)
 Clients: one keep-alive HTTP/1.1 connection per concurrent user, each sending one real KUAKE-QIC dev
-text per request, back to back, until --requests requests (or --seconds) per level. The client is a
+text per request, back to back, until --requests requests (or --seconds) per run. The client is a
 minimal asyncio one, so that the servers, not the client, are what is measured; the same client
-drives all three. Each server gets --threads (default 1) intra-op threads.
+drives all three. Each server gets --threads (default 1) intra-op threads. All servers run at once
+and are measured in turn, --rounds times per level; medians are reported. Besides wall-clock
+throughput and latency, each run records the server's CPU time per request (its whole process tree),
+which other people's load on a shared machine disturbs far less.
 
     python benchmarks/serve_load.py --out results/serve      # JSON rows and a throughput / p99 figure
     python benchmarks/serve_load.py --triton_python /path/to/venv-with-pytriton/bin/python
@@ -154,37 +157,44 @@ def stop(process: subprocess.Popen) -> int:
     return process.returncode
 
 
-def measure(name: str, python: str, params: Path, extra: list[str], texts: list[str], args, work: Path) -> dict:
-    port = free_port()
-    triton = "--engine" in extra
-    # Triton's /v2/health/ready says yes before PyTriton has bound the model: ask for the model itself
-    ready = f"/v2/models/{params.name}/ready" if triton else "/health/ready"
-    if triton:
-        path = f"/v2/models/{params.name}/infer"
-        bodies = [json.dumps({"inputs": [{"name": "text", "shape": [1, 1], "datatype": "BYTES", "data": [t]}]},
-                             ensure_ascii=False).encode() for t in texts]
-    else:
-        path = "/v1/classify"
-        bodies = [json.dumps({"texts": [t]}, ensure_ascii=False).encode() for t in texts]
-    log = work / f"{name}.log"
-    process = start_server(python, params, port, ["--threads", str(args.threads), *extra], log)
-    try:
-        wait_ready(process, port, ready)
-        asyncio.run(load_level(port, path, bodies, 8, 64, 30, process.pid))  # warm-up: connections, allocator, shapes
-        levels = []
-        for c in CONCURRENCY:
-            levels.append(asyncio.run(load_level(port, path, bodies, c, args.requests, args.seconds, process.pid)))
-            print(f"{name:8} c={c:<3} {levels[-1]['throughput_rps']:8.1f} req/s  p50 {levels[-1]['p50_ms']:7.2f}  "
-                  f"p95 {levels[-1]['p95_ms']:7.2f}  p99 {levels[-1]['p99_ms']:7.2f} ms  "
-                  f"server CPU {levels[-1]['server_cpu_ms_per_request']:6.2f} ms/request  errors {levels[-1]['errors']}",
-                  flush=True)
-    except RuntimeError as e:
-        tail = log.read_text(errors="replace").strip().splitlines()[-3:]
-        print(f"{name}: not measured ({e}): {' | '.join(tail)}", flush=True)
-        return {"system": name, "skipped": f"{e}: {' | '.join(tail)}"}
-    finally:
-        code = stop(process)
-    return {"system": name, "levels": levels, "exit_code": code}
+class System:
+    """One server under test: its process, port, URL path and request bodies."""
+
+    def __init__(self, name: str, python: str, params: Path, extra: list[str], texts: list[str], threads: int,
+                 work: Path):
+        self.name, self.port, self.log = name, free_port(), work / f"{name}.log"
+        triton = "--engine" in extra
+        # Triton's /v2/health/ready says yes before PyTriton has bound the model: ask for the model itself
+        self.ready = f"/v2/models/{params.name}/ready" if triton else "/health/ready"
+        if triton:
+            self.path = f"/v2/models/{params.name}/infer"
+            self.bodies = [json.dumps({"inputs": [{"name": "text", "shape": [1, 1], "datatype": "BYTES", "data": [t]}]},
+                                      ensure_ascii=False).encode() for t in texts]
+        else:
+            self.path = "/v1/classify"
+            self.bodies = [json.dumps({"texts": [t]}, ensure_ascii=False).encode() for t in texts]
+        self.process = start_server(python, params, self.port, ["--threads", str(threads), *extra], self.log)
+        self.error, self.runs = None, {c: [] for c in CONCURRENCY}
+
+    def wait(self) -> None:
+        try:
+            wait_ready(self.process, self.port, self.ready)
+            self.load(8, 64, 30)  # warm-up: connections, allocator, shapes
+        except RuntimeError as e:
+            tail = self.log.read_text(errors="replace").strip().splitlines()[-3:]
+            self.error = f"{e}: {' | '.join(tail)}"
+            print(f"{self.name}: not measured ({self.error})", flush=True)
+
+    def load(self, concurrency: int, requests: int, seconds: float) -> dict:
+        return asyncio.run(load_level(self.port, self.path, self.bodies, concurrency, requests, seconds,
+                                      self.process.pid))
+
+    def row(self) -> dict:
+        if self.error:
+            return {"system": self.name, "skipped": self.error}
+        levels = [{key: runs[0][key] if key == "concurrency" else float(np.median([r[key] for r in runs]))
+                   for key in runs[0]} for runs in self.runs.values()]
+        return {"system": self.name, "levels": levels, "rounds": self.runs, "exit_code": stop(self.process)}
 
 
 def compute_ceiling(params: Path, texts: list[str], threads: int, n: int = 320) -> dict:
@@ -215,8 +225,9 @@ def main(argv=None) -> None:
     from zhcls.models.pretrained import load_pretrained
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=600, help="requests per concurrency level")
-    parser.add_argument("--seconds", type=float, default=20, help="time limit per level")
+    parser.add_argument("--requests", type=int, default=300, help="requests per system, level and round")
+    parser.add_argument("--seconds", type=float, default=10, help="time limit per system, level and round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per level; medians are reported")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads of each server")
     parser.add_argument("--texts", type=int, default=1000, help="KUAKE-QIC dev texts to cycle through")
     parser.add_argument("--triton_python", default=sys.executable,
@@ -230,7 +241,6 @@ def main(argv=None) -> None:
     systems = {"dynamic": (sys.executable, ["--max_batch_size", "32", "--max_delay_ms", "2"]),
                "batch1": (sys.executable, ["--max_batch_size", "1"]),
                "triton": (args.triton_python, ["--engine", "triton", "--max_batch_size", "32", "--max_delay_ms", "2"])}
-    rows = []
     with tempfile.TemporaryDirectory(prefix="zhcls-serve-load-") as tmp:
         work = Path(tmp)
         model, tokenizer = load_pretrained("ernie-3.0-micro-zh", read_labels(kuake / "label.txt"), init_random=True,
@@ -244,9 +254,26 @@ def main(argv=None) -> None:
         ceiling = compute_ceiling(params, texts, args.threads)
         print(f"predict() alone, CPU per text: {ceiling['cpu_ms_per_text_batch1']} ms one by one, "
               f"{ceiling['cpu_ms_per_text_merged32']} ms merged by 32: at most {ceiling['ratio']}x from batching", flush=True)
-        for name in args.systems.split(","):
-            python, extra = systems[name]
-            rows.append(measure(name, python, params, extra, texts, args, work))
+        # All servers up at once, measured in turn, level by level and round by round: on a shared machine
+        # the others' load then falls on every system alike.
+        running = [System(name, systems[name][0], params, systems[name][1], texts, args.threads, work)
+                   for name in args.systems.split(",")]
+        try:
+            for system in running:
+                system.wait()
+            for c in CONCURRENCY:
+                for r in range(args.rounds):
+                    for system in (s for s in running if not s.error):
+                        run = system.load(c, args.requests, args.seconds)
+                        system.runs[c].append(run)
+                        print(f"{system.name:8} c={c:<3} round {r + 1}: {run['throughput_rps']:7.1f} req/s  "
+                              f"p50 {run['p50_ms']:7.2f}  p95 {run['p95_ms']:7.2f}  p99 {run['p99_ms']:7.2f} ms  "
+                              f"server CPU {run['server_cpu_ms_per_request']:5.2f} ms/request  errors {run['errors']}",
+                              flush=True)
+            rows = [system.row() for system in running]
+        finally:
+            for system in running:
+                stop(system.process)
     summary = {**summarize(rows), "compute_only": ceiling}
     print(json.dumps(summary, indent=1))
     if args.out:
