@@ -110,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--max_seq_length", type=int, default=None)
     x.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads during verification")
     x.add_argument("--overwrite", action="store_true", help="let --output_path replace a folder zhcls did not write")
+    x.add_argument("--triton_repo", default=None, help="also write a Triton model repository here (tokenizer, "
+                   "ONNX model with dynamic batching, post-processing: an ensemble for the NGC Triton container)")
 
     b = sub.add_parser("bench", help="dev accuracy and latency per backend (torch, onnx, onnx-fused, onnx-int8)")
     b.add_argument("--params_path", required=True, nargs="+", help="checkpoint or export folder(s); several: one plot")
@@ -139,6 +141,27 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("src", help="checkpoint folder (HF, PaddleNLP or TensorFlow)")
     i.add_argument("--from", dest="from_format", default="auto", choices=["auto", "hf", "paddle", "tf"])
     i.add_argument("--config", dest="config_path", default=None, help="TensorFlow only: the model's config JSON")
+
+    sv = sub.add_parser("serve", help="HTTP server with cross-request dynamic batching (or Triton through PyTriton)")
+    sv.add_argument("--params_path", default="./checkpoint", help="checkpoint folder (torch) or export folder (ONNX Runtime)")
+    sv.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
+    sv.add_argument("--device", default="cpu", help="cpu, gpu or auto")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    sv.add_argument("--port", type=int, default=8000, help="HTTP port (triton: gRPC on port+1, metrics on port+2)")
+    sv.add_argument("--name", default=None, help="model name in answers and URLs (default: the params folder's name)")
+    sv.add_argument("--model_version", default=None, help="version in answers (default: a hash of the model files)")
+    sv.add_argument("--max_batch_size", type=int, default=32, help="texts merged into one forward (1: no batching)")
+    sv.add_argument("--batch_size", type=int, default=8, help="texts per forward within a merged batch, after sorting "
+                    "by length (padding is per forward; raise it on GPU)")
+    sv.add_argument("--max_delay_ms", type=float, default=2.0, help="how long a forward waits for more texts")
+    sv.add_argument("--max_queue", type=int, default=256, help="requests waiting at most; more get 429")
+    sv.add_argument("--max_texts_per_request", type=int, default=64, help="more get 413")
+    sv.add_argument("--max_request_bytes", type=int, default=1 << 20, help="larger bodies get 413")
+    sv.add_argument("--max_seq_length", type=int, default=None, help="truncate longer inputs (default: the model's)")
+    sv.add_argument("--threads", type=int, default=0, help="CPU threads of the backend (default: its own)")
+    sv.add_argument("--engine", default="uvicorn", choices=["uvicorn", "triton"],
+                    help="uvicorn: zhcls's ASGI server; triton: NVIDIA Triton through PyTriton (the [triton] extra)")
+    sv.add_argument("--no_access_log", dest="access_log", action="store_false", help="no line per request")
     return parser
 
 
@@ -235,15 +258,26 @@ def cmd_export(args) -> None:
 
     for module in ("onnx", "onnxruntime"):
         require(module, "onnx", "zhcls export")
-    from zhcls.deploy.export import OPSET, export
+    from zhcls.deploy.export import OPSET, Int8Refused, export
 
-    report = export(args.params_path, args.output_path, opset=args.opset or OPSET, fp16=args.fp16,
-                    quantize=args.quantize, max_accuracy_drop=args.max_accuracy_drop, dataset_dir=args.dataset_dir,
-                    optimize=not args.no_optimize, max_seq_length=args.max_seq_length, dev_file=args.dev_file,
-                    label_file=args.label_file, threads=args.threads, overwrite=args.overwrite,
-                    progress=not args.quiet)
-    print(f"exported {args.params_path} -> {args.output_path}; report: {args.output_path}/export_report.json")
-    print(json.dumps(report.get("summary", report), ensure_ascii=False, indent=1)[:2000])
+    refused = None
+    try:
+        report = export(args.params_path, args.output_path, opset=args.opset or OPSET, fp16=args.fp16,
+                        quantize=args.quantize, max_accuracy_drop=args.max_accuracy_drop,
+                        dataset_dir=args.dataset_dir, optimize=not args.no_optimize,
+                        max_seq_length=args.max_seq_length, dev_file=args.dev_file, label_file=args.label_file,
+                        threads=args.threads, overwrite=args.overwrite, progress=not args.quiet)
+        print(f"exported {args.params_path} -> {args.output_path}; report: {args.output_path}/export_report.json")
+        print(json.dumps(report.get("summary", report), ensure_ascii=False, indent=1)[:2000])
+    except Int8Refused as e:  # the fp32 export is written: the Triton repository can still be built from it
+        refused = e
+    if args.triton_repo:
+        from zhcls.deploy.triton_repo import write_triton_repo
+
+        repo = write_triton_repo(args.output_path, args.triton_repo, overwrite=args.overwrite)
+        print(f"Triton model repository: {repo}")
+    if refused:
+        raise refused
 
 
 def cmd_bench(args) -> None:
@@ -275,6 +309,22 @@ def cmd_convert(args) -> None:
     print(f"converted {args.src} -> {dst}")
 
 
+def cmd_serve(args) -> None:
+    from zhcls.deploy.serving import ServeConfig
+    from zhcls.errors import require
+
+    cfg = ServeConfig(**{k: v for k, v in vars(args).items() if k not in ("command", "quiet")})
+    if cfg.engine == "triton":
+        from zhcls.deploy.triton import run_triton
+
+        return run_triton(cfg)
+    for module in ("fastapi", "uvicorn", "prometheus_client"):
+        require(module, "serve", "zhcls serve")
+    from zhcls.deploy.serve import run_uvicorn
+
+    run_uvicorn(cfg)
+
+
 def cmd_inspect(args) -> int:
     from zhcls.models.inspection import format_inspect, inspect
 
@@ -284,7 +334,8 @@ def cmd_inspect(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "models": cmd_models,
-            "export": cmd_export, "bench": cmd_bench, "convert": cmd_convert, "inspect": cmd_inspect}
+            "export": cmd_export, "bench": cmd_bench, "convert": cmd_convert, "inspect": cmd_inspect,
+            "serve": cmd_serve}
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,310 @@
+"""`zhcls serve`: a classifier behind HTTP, a thin layer over `zhcls.load(...).predict`.
+
+FastAPI on uvicorn (the `[serve]` extra): an ASGI app whose request models give validation, the
+OpenAPI schema and the docs page for free, served by the ASGI server most Python deployments use.
+The server never tokenises or post-processes: requests are merged across clients by
+`batcher.DynamicBatcher` into ``predict`` calls and its results are passed through.
+
+    POST /v1/classify        {"texts": [...] | [[a, b], ...], "topk": 1}
+    POST /models/{name}      PaddleNLP SimpleServing's request and response, for migrating clients
+    GET  /health/live        the process answers
+    GET  /health/ready       200 once the model is loaded and warmed up, 503 before
+    GET  /metrics            Prometheus text
+    GET  /docs, /openapi.json
+
+Limits answer with a JSON ``{"error": ...}``: a body over ``max_request_bytes`` -> 413, more than
+``max_texts_per_request`` texts -> 413, malformed JSON, wrong types or an empty text -> 422, a full
+queue -> 429 with Retry-After, a model not ready yet -> 503. uvicorn stops accepting on SIGTERM,
+finishes the requests in flight (the batcher answers every request it accepted) and exits 0.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from zhcls.deploy.batcher import DynamicBatcher, QueueFull
+from zhcls.deploy.serving import ServeConfig, load_predictor, model_version
+from zhcls.errors import ZhclsError
+from zhcls.inference.predictor import Predictor
+
+log = logging.getLogger("zhcls")
+
+LATENCY_BUCKETS = (.001, .0025, .005, .0075, .01, .025, .05, .075, .1, .25, .5, .75, 1, 2.5, 5, 10)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class ServeMetrics:
+    """The server's Prometheus metrics, in a registry of its own (one per app)."""
+
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("zhcls_requests", "HTTP requests by route and status", ["route", "status"], registry=r)
+        self.texts = Counter("zhcls_texts", "texts classified", registry=r)
+        self.queue_depth = Gauge("zhcls_queue_depth", "requests waiting for a forward", registry=r)
+        self.batch_size = Histogram("zhcls_batch_size", "texts per forward", buckets=BATCH_BUCKETS, registry=r)
+        self.queue_seconds = Histogram("zhcls_queue_seconds", "time from arrival to its forward", buckets=LATENCY_BUCKETS,
+                                       registry=r)
+        self.compute_seconds = Histogram("zhcls_compute_seconds", "time of one predict call (tokenise, forward, "
+                                         "post-process)", buckets=LATENCY_BUCKETS, registry=r)
+        self.request_seconds = Histogram("zhcls_request_seconds", "time from request to response, by route",
+                                         ["route"], buckets=LATENCY_BUCKETS, registry=r)
+        self.ready = Gauge("zhcls_ready", "1 once the model is loaded and warmed up", registry=r)
+
+
+def _text(value: str) -> str:
+    if not value.strip():
+        raise ValueError("text is empty or only whitespace")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_text)]
+
+
+class ClassifyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    texts: list[Text | tuple[Text, Text]] = Field(min_length=1, description="texts, or [text_a, text_b] pairs")
+    topk: int = Field(1, ge=1, le=1000, description="also return the k best labels (multi-class)")
+
+
+class ClassifyResponse(BaseModel):
+    model: str
+    version: str
+    results: list[dict[str, Any]] = Field(description="predict()'s result per text, in order: label, score, "
+                                          "topk (when topk > 1); multi-label: labels, scores")
+
+
+class SimpleServingData(BaseModel):
+    text: list[Text] = Field(min_length=1)
+    text_pair: list[Text] | None = None
+
+
+class SimpleServingRequest(BaseModel):
+    """PaddleNLP SimpleServing's body; ``parameters`` max_seq_len and batch_size are the server's business
+    here (they are accepted and ignored); prob_limit is the multi-label threshold."""
+    model_config = ConfigDict(extra="forbid")
+    data: SimpleServingData
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
+
+
+class _BodyLimit:
+    """ASGI middleware: bodies over ``limit`` bytes get 413 before the app (or JSON parsing) sees them."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            status = 413 if declared.isdigit() else 400
+            return await _error(status, f"request body over --max_request_bytes {self.limit}"
+                                if status == 413 else "bad Content-Length")(scope, receive, send)
+        body, more = [], True
+        size = 0
+        while more:  # chunked bodies are counted as they come
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body.append(message.get("body", b""))
+            size += len(body[-1])
+            more = message.get("more_body", False)
+            if size > self.limit:
+                return await _error(413, f"request body over --max_request_bytes {self.limit}")(scope, receive, send)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": b"".join(body), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+class _Observe:
+    """ASGI middleware: every response counted by route and status, and timed."""
+
+    def __init__(self, app, metrics: ServeMetrics, routes: Callable[[], set]):
+        self.app, self.metrics, self.routes = app, metrics, routes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, status = time.perf_counter(), [500]
+        route = scope["path"] if scope["path"] in self.routes() else "other"  # bounded label values
+
+        async def observed(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed)
+        finally:
+            self.metrics.requests.labels(route, str(status[0])).inc()
+            self.metrics.request_seconds.labels(route).observe(time.perf_counter() - start)
+
+
+def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], Predictor] = load_predictor,
+               on_load_error: Callable[[BaseException], None] | None = None) -> FastAPI:
+    """The ASGI app. The model is loaded by ``loader`` in a thread after start-up, so that the server
+    answers /health/live (and /health/ready: 503) while it loads; ``on_load_error`` is told when it fails."""
+    metrics = ServeMetrics()
+    state = {"predictor": None, "error": None}
+    batcher = DynamicBatcher(lambda texts, **options: state["predictor"].predict(texts, **options),
+                             max_batch_size=cfg.max_batch_size, max_delay_ms=cfg.max_delay_ms, max_queue=cfg.max_queue,
+                             metrics=metrics)
+    name, version = cfg.model_name, cfg.model_version or model_version(cfg.params_path)
+
+    async def load_in_background():
+        try:
+            state["predictor"] = await asyncio.get_running_loop().run_in_executor(None, loader, cfg)
+        except Exception as e:  # ZhclsError or a backend's own: the server must stop either way
+            state["error"] = e
+            log.error(f"zhcls serve: loading {cfg.params_path} failed: {e}")
+            if on_load_error:
+                on_load_error(e)
+            return
+        metrics.ready.set(1)
+        log.info(f"model {name} (version {version}) loaded and warmed up: ready")
+
+    @asynccontextmanager
+    async def lifespan(app):
+        await batcher.start()
+        loading = asyncio.create_task(load_in_background())
+        yield
+        await batcher.stop()  # uvicorn has finished the requests in flight; this answers what is queued
+        loading.cancel()
+
+    app = FastAPI(title="zhcls", version=version, lifespan=lifespan,
+                  description=f"Text classification with model `{name}`. A thin layer over `zhcls.load(...).predict`.")
+    app.state.zhcls = state
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request, exc: RequestValidationError):
+        # loc without pydantic's union-branch tags: "body.texts.0: text is empty or only whitespace"
+        detail = [{"loc": [p for p in e["loc"] if not (isinstance(p, str) and "[" in p)], "msg": e["msg"]}
+                  for e in exc.errors()[:20]]
+        message = "; ".join(f"{'.'.join(str(p) for p in d['loc'])}: {d['msg']}" for d in detail[:3])
+        return JSONResponse({"error": message, "status": 422, "detail": detail}, status_code=422)
+
+    async def classify(texts: list, **options) -> list[dict] | JSONResponse:
+        if len(texts) > cfg.max_texts_per_request:
+            return _error(413, f"{len(texts)} texts in one request; the limit is --max_texts_per_request "
+                               f"{cfg.max_texts_per_request}")
+        if state["predictor"] is None:
+            return _error(503, "the model is loading", {"Retry-After": "1"})
+        try:
+            results = await batcher.submit(texts, **options)
+        except QueueFull as e:
+            return _error(429, f"server busy: {e}", {"Retry-After": "1"})
+        except ZhclsError as e:
+            return _error(422, str(e))
+        metrics.texts.inc(len(texts))
+        return results
+
+    @app.post("/v1/classify", response_model=ClassifyResponse, tags=["classify"],
+              responses={413: {}, 422: {}, 429: {}, 503: {}})
+    async def v1_classify(body: ClassifyRequest):
+        """Classify texts (or pairs): the label and score of each, and the k best with ``topk``."""
+        texts = [list(t) if isinstance(t, tuple) else t for t in body.texts]
+        if len({isinstance(t, list) for t in texts}) > 1:  # refused here, so it never fails a merged batch
+            return _error(422, "body.texts: a mix of single texts and pairs; send one kind per request")
+        results = await classify(texts, topk=body.topk)
+        if isinstance(results, JSONResponse):
+            return results
+        return JSONResponse({"model": name, "version": version, "results": results})
+
+    @app.post("/models/{model}", tags=["classify"], responses={404: {}, 413: {}, 422: {}, 429: {}, 503: {}})
+    async def simple_serving(model: str, body: SimpleServingRequest):
+        """PaddleNLP SimpleServing's format: ``{"data": {"text": [...], "text_pair": [...]}, "parameters": {...}}``
+        -> ``{"result": {"label": [class ids], "confidence": [scores]}}``."""
+        if model != name:
+            return _error(404, f"no model {model!r}; this server has {name!r}")
+        data = body.data
+        if data.text_pair is not None and len(data.text_pair) != len(data.text):
+            return _error(422, f"data.text has {len(data.text)} texts but data.text_pair {len(data.text_pair)}")
+        texts = data.text if data.text_pair is None else [[a, b] for a, b in zip(data.text, data.text_pair)]
+        options = {}
+        if "prob_limit" in body.parameters:
+            limit = body.parameters["prob_limit"]
+            if not isinstance(limit, (int, float)) or isinstance(limit, bool) or not 0 <= limit <= 1:
+                return _error(422, "parameters.prob_limit must be a number in [0, 1]")
+            options["threshold"] = float(limit)
+        results = await classify(texts, **options)
+        if isinstance(results, JSONResponse):
+            return results
+        index = {label: i for i, label in enumerate(state["predictor"].labels)}
+        if all("label" in r for r in results):
+            result = {"label": [index[r["label"]] for r in results], "confidence": [r["score"] for r in results]}
+        else:
+            result = {"label": [[index[x] for x in r["labels"]] for r in results],
+                      "confidence": [r["scores"] for r in results]}
+        return JSONResponse({"result": result})
+
+    @app.get("/health/live", tags=["operations"])
+    async def live():
+        return {"live": True}
+
+    @app.get("/health/ready", tags=["operations"])
+    async def ready():
+        if state["predictor"] is None:
+            return JSONResponse({"ready": False, "model": name, "error": str(state["error"] or "") or None},
+                                status_code=503)
+        return {"ready": True, "model": name, "version": version}
+
+    @app.get("/metrics", tags=["operations"])
+    async def prometheus():
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    routes = {r.path for r in app.routes} | {f"/models/{name}"}
+    app.add_middleware(_BodyLimit, limit=cfg.max_request_bytes)
+    app.add_middleware(_Observe, metrics=metrics, routes=lambda: routes)  # added last: runs first, sees every 413
+    return app
+
+
+def run_uvicorn(cfg: ServeConfig) -> None:
+    """Serve ``cfg`` with uvicorn until SIGINT / SIGTERM (then finish what is in flight and return)."""
+    import uvicorn
+
+    cfg.check()
+    server: uvicorn.Server | None = None
+
+    def stop(_error):
+        server.should_exit = True
+
+    app = create_app(cfg, on_load_error=stop)
+    config = uvicorn.Config(app, host=cfg.host, port=cfg.port, access_log=cfg.access_log, log_level="info",
+                            timeout_graceful_shutdown=30, lifespan="on")
+    server = uvicorn.Server(config)
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler it found: with this
+    # one in place the re-raised signal is a no-op, so a graceful stop exits 0 (what orchestrators expect).
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        server.run()
+    except SystemExit:  # uvicorn's answer to a port it cannot bind (it has logged the OSError)
+        raise ZhclsError(f"--host {cfg.host} --port {cfg.port}: cannot listen there (in use?)") from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    error = app.state.zhcls["error"]
+    if error is not None:
+        raise error if isinstance(error, ZhclsError) else ZhclsError(f"{cfg.params_path}: cannot load the model ({error})")
