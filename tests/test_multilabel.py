@@ -290,7 +290,8 @@ def test_hierarchical_paths_are_consistent_and_levels_reported(shared, tmp_path,
 
 def test_long_text_policies_torch_and_onnx_agree(shared, tmp_path, one_thread):
     dataset = every_kth(shared / "data/chnsenticorp", tmp_path / "data", 300, 60)
-    result = train_small(shared, dataset, tmp_path / "ckpt", epochs=1, max_seq_length=32, long_text="sliding", stride=16, window_pooling="max")
+    result = train_small(shared, dataset, tmp_path / "ckpt", epochs=1, max_seq_length=32, long_text="sliding",
+                         stride=16, window_pooling="max")
     meta = json.loads((result.save_dir / "config.json").read_text(encoding="utf-8"))["zhcls"]
     assert meta["long_text"] == {"policy": "sliding", "stride": 16, "pooling": "max"}
     dev = zhcls.evaluate(result.save_dir, dataset, splits=("dev",), output_dir=tmp_path / "eval", progress=False)
