@@ -27,9 +27,10 @@ from zhcls.inference.torch_predictor import TorchPredictor
 from zhcls.models.checkpoint import save_checkpoint
 from zhcls.models.pretrained import load_pretrained
 from zhcls.training.loop import Job, LoopConfig, TrainResult, fit, start
-from zhcls.training.losses import class_weights, classification_loss
+from zhcls.training.losses import LOSSES, class_weights, classification_loss
 
 log = logging.getLogger("zhcls")
+LONG_TEXT_WARNING = 0.1  # warn when this share of the training texts is cut
 
 
 @dataclass(kw_only=True)
@@ -76,9 +77,6 @@ def _vocab_file(cfg: TrainConfig, ds: data.DatasetFolder) -> str | None:
     return f.name
 
 
-LONG_TEXT_WARNING = 0.1  # warn when this share of the training texts is cut
-
-
 def _metric(cfg: TrainConfig, problem_type: str) -> str:
     multi_class = problem_type == "multi_class"
     metric = cfg.metric or ("accuracy" if multi_class else "micro_f1")
@@ -123,6 +121,8 @@ def train(config: TrainConfig | None = None, **kwargs) -> TrainResult:
     multi_class = ds.problem_type == "multi_class"
     train_targets = data.encode_labels(ds.train, ds.labels, ds.problem_type)
     weights = class_weights(cfg.class_weights, ds.labels, train_targets, ds.problem_type)
+    if cfg.loss not in LOSSES:
+        raise ZhclsError(f"--loss {cfg.loss}: choose one of {', '.join(LOSSES)}")
     if cfg.hierarchy_policy not in hierarchy.POLICIES:
         raise ZhclsError(f"--hierarchy_policy {cfg.hierarchy_policy}: choose one of {', '.join(hierarchy.POLICIES)}")
     rt = start(cfg)
