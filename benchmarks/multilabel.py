@@ -1,6 +1,8 @@
-"""Multi-label, hierarchical and long-text figures of the README, each from one command.
+"""Multi-label, hierarchical and long-text figures of the README, each from one command (needs scikit-learn,
+in the test extra, for the TF-IDF baseline).
 
     python benchmarks/multilabel.py thresholds --out results   # cail2019_divorce: tuned thresholds vs 0.5, TF-IDF
+    python benchmarks/multilabel.py thresholds --class_weights balanced --out results   # the same, pos_weight
     python benchmarks/multilabel.py hierarchy --out results    # duee_hier: per-level metrics, broken paths
     python benchmarks/multilabel.py long_text --out results    # chnsenticorp at 64 tokens: truncate / head_tail / sliding
 
@@ -65,7 +67,8 @@ def thresholds(args, work: Path) -> dict:
     from zhcls.evaluation import metrics
 
     dataset = "cail2019_divorce"
-    result, seconds = train(dataset, work / dataset, args, problem_type="multi_label", max_seq_length=128)
+    result, seconds = train(dataset, work / dataset, args, problem_type="multi_label", max_seq_length=128,
+                            class_weights=args.class_weights, loss=args.loss)
     ds = data.load_dataset(SHARED / "data" / dataset, problem_type="multi_label", require=("train", "dev", "test"))
     predictor = load(work / dataset, device="cpu")
     stored = json.loads((work / dataset / "config.json").read_text(encoding="utf-8"))["zhcls"]["thresholds"]
@@ -77,10 +80,12 @@ def thresholds(args, work: Path) -> dict:
         for name, t in (("fixed_0.5", 0.5), ("tuned_global", stored["global"]),
                         ("tuned_per_class", np.asarray(stored["per_class"]))):
             r = metrics.multilabel_report(ds.labels, gold, probs, t)
-            rows.setdefault(name, {})[split] = {"micro_f1": r["micro_f1"], "macro_f1": r["macro_f1"]}
+            rows.setdefault(name, {})[split] = {k: r[k] for k in ("micro_f1", "macro_f1", "macro_recall")}
+            rows[name][split]["recall"] = {c["label"]: c["recall"] for c in r["per_class"]}
     rows["tfidf_one_vs_rest"] = tfidf_one_vs_rest(ds)
-    return {"dataset": dataset, "model": MODEL, "epochs": args.epochs, "best_epoch": result.best_epoch,
-            "train_seconds": seconds, "thresholds": stored, "rows": rows}
+    return {"dataset": dataset, "model": MODEL, "epochs": args.epochs, "class_weights": args.class_weights,
+            "loss": args.loss, "best_epoch": result.best_epoch, "train_seconds": seconds, "thresholds": stored,
+            "rows": rows}
 
 
 def hierarchy(args, work: Path) -> dict:
@@ -138,6 +143,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="default: 20 thresholds, 8 hierarchy, 3 long_text")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--policies", default="truncate,head_tail,sliding", help="long_text: training policies")
+    parser.add_argument("--class_weights", default="none", help="thresholds: none or balanced")
+    parser.add_argument("--loss", default="ce", help="thresholds: ce or focal")
     parser.add_argument("--out", default="results", help="folder for NAME.json")
     parser.add_argument("--work", default=None, help="keep the checkpoints here (default: a temporary folder)")
     args = parser.parse_args()
@@ -146,7 +153,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
         result = globals()[args.experiment](args, work)
-    out = Path(args.out) / f"{args.experiment}.json"
+    suffix = "".join(f"_{v}" for v in (args.class_weights, args.loss) if v not in ("none", "ce"))
+    out = Path(args.out) / f"{args.experiment}{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, ensure_ascii=False, indent=1), encoding="utf-8")
     print(json.dumps(result, ensure_ascii=False, indent=1))
