@@ -90,9 +90,6 @@ def _encode_train(cfg: TrainConfig, ds: data.DatasetFolder, tokenizer, long_text
     """The training inputs and, for each, its example (sliding: one input per window); logs how many
     texts are longer than max_seq_length, and warns when many are."""
     if ds.task == "pair":
-        if long_text.policy != "truncate":
-            raise ZhclsError(f"--long_text {long_text.policy}: applies to single texts; pairs are truncated "
-                             "longest-first")
         enc = tokenizer.encode([e.text_a for e in ds.train], [e.text_b for e in ds.train], cfg.max_seq_length)
         return enc, np.arange(len(ds.train))
     enc, owner = tokenizer.encode_long([e.text_a for e in ds.train], cfg.max_seq_length, long_text)
@@ -121,6 +118,8 @@ def train(config: TrainConfig | None = None, **kwargs) -> TrainResult:
     multi_class = ds.problem_type == "multi_class"
     train_targets = data.encode_labels(ds.train, ds.labels, ds.problem_type)
     weights = class_weights(cfg.class_weights, ds.labels, train_targets, ds.problem_type)
+    if ds.task == "pair" and long_text.policy != "truncate":
+        raise ZhclsError(f"--long_text {long_text.policy}: applies to single texts; pairs are truncated longest-first")
     if cfg.loss not in LOSSES:
         raise ZhclsError(f"--loss {cfg.loss}: choose one of {', '.join(LOSSES)}")
     if cfg.hierarchy_policy not in hierarchy.POLICIES:
