@@ -38,7 +38,7 @@ def choose_labels(probs: np.ndarray, thresholds, *, min_labels: int = 0, max_lab
     threshold (one for all, or one per class); then the ``min_labels`` best are chosen whatever their
     score, at most ``max_labels`` of the best are kept, and with a ``hierarchy_policy`` the paths are made
     consistent (which may add parents beyond ``max_labels``: a path is never returned broken)."""
-    chosen = probs >= np.asarray(thresholds, dtype=probs.dtype)
+    chosen = probs >= np.asarray(thresholds, dtype=np.float64)  # as tuned: float64, so ties fall alike
     if min_labels or max_labels is not None:
         rank = np.argsort(np.argsort(-probs, axis=1, kind="stable"), axis=1, kind="stable")  # 0 = best label
         if min_labels:
