@@ -3,7 +3,7 @@ in the test extra, for the TF-IDF baseline).
 
     python benchmarks/multilabel.py thresholds --out results   # cail2019_divorce: tuned thresholds vs 0.5, TF-IDF
     python benchmarks/multilabel.py thresholds --class_weights balanced --out results   # the same, pos_weight
-    python benchmarks/multilabel.py hierarchy --out results    # duee_hier: per-level metrics, broken paths
+    python benchmarks/multilabel.py hierarchy --class_weights balanced --out results   # duee_hier: per level
     python benchmarks/multilabel.py long_text --out results    # chnsenticorp at 64 tokens: truncate / head_tail / sliding
 
 Models are random-initialised (no pretrained weights exist on our machines) at the shape of
@@ -94,14 +94,16 @@ def hierarchy(args, work: Path) -> dict:
     from zhcls.data.hierarchy import inconsistent_paths
 
     dataset = "duee_hier"
-    result, seconds = train(dataset, work / dataset, args, problem_type="hierarchical", max_seq_length=128)
+    result, seconds = train(dataset, work / dataset, args, problem_type="hierarchical", max_seq_length=64,
+                            class_weights=args.class_weights, loss=args.loss)
     report = evaluate(work / dataset, SHARED / "data" / dataset, splits=("dev",), output_dir=work / "eval",
                       plot=False, progress=False)["dev"]
     predictor = load(work / dataset, device="cpu")
     ds = data.load_dataset(SHARED / "data" / dataset, problem_type="hierarchical")
     probs = predictor.predict_proba(data.predictor_inputs(ds.dev))
     raw = probs >= predictor.thresholds  # thresholds alone, before the paths are made consistent
-    return {"dataset": dataset, "model": MODEL, "epochs": args.epochs, "best_epoch": result.best_epoch,
+    return {"dataset": dataset, "model": MODEL, "epochs": args.epochs, "max_seq_length": 64,
+            "class_weights": args.class_weights, "loss": args.loss, "best_epoch": result.best_epoch,
             "train_seconds": seconds,
             "dev": {k: report[k] for k in ("micro_f1", "macro_f1", "subset_accuracy", "hamming_loss", "levels",
                                            "inconsistent_paths")},
@@ -140,15 +142,15 @@ def long_text(args, work: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("experiment", choices=["thresholds", "hierarchy", "long_text"])
-    parser.add_argument("--epochs", type=int, default=None, help="default: 20 thresholds, 8 hierarchy, 3 long_text")
+    parser.add_argument("--epochs", type=int, default=None, help="default: 20 thresholds, 6 hierarchy, 3 long_text")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--policies", default="truncate,head_tail,sliding", help="long_text: training policies")
-    parser.add_argument("--class_weights", default="none", help="thresholds: none or balanced")
-    parser.add_argument("--loss", default="ce", help="thresholds: ce or focal")
+    parser.add_argument("--class_weights", default="none", help="thresholds, hierarchy: none or balanced")
+    parser.add_argument("--loss", default="ce", help="thresholds, hierarchy: ce or focal")
     parser.add_argument("--out", default="results", help="folder for NAME.json")
     parser.add_argument("--work", default=None, help="keep the checkpoints here (default: a temporary folder)")
     args = parser.parse_args()
-    args.epochs = args.epochs or {"thresholds": 20, "hierarchy": 8, "long_text": 3}[args.experiment]
+    args.epochs = args.epochs or {"thresholds": 20, "hierarchy": 6, "long_text": 3}[args.experiment]
     args.policies = [p for p in args.policies.split(",") if p]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
