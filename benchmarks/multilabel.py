@@ -27,8 +27,14 @@ MODEL = "uer/chinese_roberta_L-2_H-128"
 
 
 def train(dataset: str, save_dir: Path, args, **extra):
+    """Train into save_dir; with --reuse, a checkpoint already there is evaluated as it is (training is
+    deterministic on CPU: the same command gives the same checkpoint)."""
     import zhcls
+    from zhcls.training.loop import TrainResult
 
+    if args.reuse and (save_dir / "config.json").exists():
+        meta = json.loads((save_dir / "config.json").read_text(encoding="utf-8"))["zhcls"]
+        return TrainResult(save_dir, meta["best_dev_score"], meta["best_epoch"], meta["global_step"], [], 0.0), None
     t0 = time.time()
     result = zhcls.train(dataset_dir=str(SHARED / "data" / dataset), model_name=MODEL, init_random=True,
                          vocab_file=str(SHARED / "vocab/bert-base-chinese/vocab.txt"), save_dir=str(save_dir),
@@ -149,6 +155,7 @@ def main() -> None:
     parser.add_argument("--loss", default="ce", help="thresholds, hierarchy: ce or focal")
     parser.add_argument("--out", default="results", help="folder for NAME.json")
     parser.add_argument("--work", default=None, help="keep the checkpoints here (default: a temporary folder)")
+    parser.add_argument("--reuse", action="store_true", help="evaluate the checkpoints already in --work")
     args = parser.parse_args()
     args.epochs = args.epochs or {"thresholds": 20, "hierarchy": 6, "long_text": 3}[args.experiment]
     args.policies = [p for p in args.policies.split(",") if p]
