@@ -27,6 +27,47 @@ def _add_runtime(p):
     p.add_argument("--batch_size", type=int, default=32)
 
 
+def _add_long_text(p, default):
+    """Train stores the long-text policy in the checkpoint; evaluate and predict may override it."""
+    p.add_argument("--long_text", default=default, choices=["truncate", "head_tail", "sliding"],
+                   help="texts longer than max_seq_length: truncate (keep the start), head_tail (start and end), "
+                        "sliding (windows, logits pooled)" + ("" if default else "; default: the checkpoint's"))
+    p.add_argument("--stride", type=int, default=0 if default else None,
+                   help="sliding: tokens between window starts (0: half a window)")
+    p.add_argument("--window_pooling", default="mean" if default else None, choices=["mean", "max"])
+
+
+def _add_decision(p):
+    """Multi-label decisions at evaluate and predict (the checkpoint's tuned thresholds by default)."""
+    p.add_argument("--threshold", type=float, default=None, help="multi-label: one threshold for every label "
+                   "(default: the thresholds tuned on dev at training, else 0.5)")
+    p.add_argument("--min_labels", type=int, default=0, help="multi-label: at least this many labels per text")
+    p.add_argument("--max_labels", type=int, default=None, help="multi-label: at most this many labels per text")
+    p.add_argument("--hierarchy_policy", default=None, choices=["add_parents", "drop_orphans"],
+                   help="hierarchical: a child predicted without its parent brings it, or is dropped "
+                        "(default: the checkpoint's, add_parents)")
+    _add_long_text(p, None)
+
+
+def _long_text(args, params_path):
+    """The --long_text / --stride / --window_pooling override, on top of the checkpoint's policy (None: none)."""
+    if args.long_text is None and args.stride is None and args.window_pooling is None:
+        return None
+    from zhcls.data.long_text import LongText
+    from zhcls.inference.loading import read_meta
+
+    stored = LongText.from_meta(read_meta(params_path))
+    return LongText(args.long_text or stored.policy, stored.stride if args.stride is None else args.stride,
+                    args.window_pooling or stored.pooling)
+
+
+def _check_threshold(args):
+    if args.threshold is not None:
+        from zhcls.inference.predictor import check_threshold
+
+        check_threshold(args.threshold)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zhcls", description="Chinese text classification with small Transformer "
                                      "encoders: train, evaluate, predict, export.")
@@ -68,6 +109,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max_steps", type=int, default=0, help="stop after N optimizer steps")
     t.add_argument("--threads", type=int, default=0, help="CPU threads (default: all cores)")
     t.add_argument("--cache_dir", default=None, help="hub download cache")
+    t.add_argument("--metric", default=None, choices=["accuracy", "micro_f1", "macro_f1", "weighted_f1"],
+                   help="dev score that picks the best checkpoint and tunes the thresholds "
+                        "(default: accuracy, multi-label micro_f1)")
+    t.add_argument("--threshold_min_support", type=int, default=10,
+                   help="multi-label: a label gets its own tuned threshold with this many dev positives, else the global one")
+    t.add_argument("--hierarchy_policy", default="add_parents", choices=["add_parents", "drop_orphans"],
+                   help="hierarchical: a child predicted without its parent brings it, or is dropped")
+    _add_long_text(t, "truncate")
+    t.add_argument("--class_weights", default="none",
+                   help="none, balanced, or a FILE of label<TAB>weight lines (multi-class CE weights; multi-label pos_weight)")
+    t.add_argument("--loss", default="ce", choices=["ce", "focal"], help="cross-entropy (multi-label: BCE) or focal loss")
+    t.add_argument("--focal_gamma", type=float, default=2.0)
 
     e = sub.add_parser("evaluate", help="accuracy, top-k, per-class P/R/F1, confusion matrix and bad cases")
     _add_common_data(e)
@@ -80,16 +133,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no_plot", action="store_true", help="no confusion-matrix PNG (text reports only)")
     e.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
     _add_runtime(e)
+    _add_decision(e)
 
     p = sub.add_parser("predict", help="label every line of data.txt")
     p.add_argument("--dataset_dir", default=".", help="folder holding --data_file")
     p.add_argument("--data_file", default="data.txt", help="one text (or text_a<TAB>text_b) per line")
     p.add_argument("--label_file", default=None, help="optional: check the model's labels against this label.txt")
     p.add_argument("--params_path", default="./checkpoint", help="checkpoint or export folder")
-    p.add_argument("--output_file", default="output.txt", help="text<TAB>label<TAB>confidence per input line")
+    p.add_argument("--output_file", default="output.txt", help="text<TAB>label<TAB>confidence per input line "
+                   "(multi-label: text<TAB>label1,label2<TAB>score1,score2)")
     p.add_argument("--topk", type=int, default=1, help="also write the k best labels")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
     _add_runtime(p)
+    _add_decision(p)
 
     sub.add_parser("models", help="list the model zoo")
 
@@ -205,11 +261,14 @@ def cmd_evaluate(args) -> None:
     splits = None if args.splits is None else [s.strip() for s in args.splits.split(",") if s.strip()]
     from zhcls.evaluation.metrics import format_report
 
+    _check_threshold(args)
     reports = evaluate(args.params_path, args.dataset_dir, splits=splits, output_dir=args.output_dir,
                        batch_size=args.batch_size, max_seq_length=args.max_seq_length, device=args.device,
                        backend=args.backend, train_file=args.train_file, dev_file=args.dev_file,
                        test_file=args.test_file, label_file=args.label_file, plot=not args.no_plot,
-                       progress=not args.quiet)
+                       progress=not args.quiet, threshold=args.threshold, min_labels=args.min_labels,
+                       max_labels=args.max_labels, hierarchy_policy=args.hierarchy_policy,
+                       long_text=_long_text(args, args.params_path))
     for split, report in reports.items():
         print(format_report(report, title=split))
 
@@ -222,7 +281,9 @@ def cmd_predict(args) -> None:
     from zhcls.inference.loading import load, read_meta
     from zhcls.inference.predictor import write_predictions
 
-    # Validate the input before loading the model.
+    # Validate the input and the flags before loading the model.
+    _check_threshold(args)
+    long_text = _long_text(args, args.params_path)
     meta = read_meta(args.params_path)
     examples = data.read_texts(Path(args.dataset_dir) / args.data_file, meta.get("task", "auto"))
     if not examples:
@@ -233,8 +294,12 @@ def cmd_predict(args) -> None:
         labels = data.read_labels(Path(args.dataset_dir) / args.label_file, predictor.problem_type)
         if labels != predictor.labels:
             raise ZhclsError(f"{args.label_file}: labels differ from the model's ({', '.join(predictor.labels[:5])}, ...)")
+    if long_text is not None:
+        predictor.long_text = long_text
     texts = data.predictor_inputs(examples)
-    results = predictor.predict(texts, topk=args.topk, progress=not args.quiet)
+    results = predictor.predict(texts, topk=args.topk, threshold=args.threshold, progress=not args.quiet,
+                                min_labels=args.min_labels, max_labels=args.max_labels,
+                                hierarchy_policy=args.hierarchy_policy)
     write_predictions(args.output_file, texts, results, topk=args.topk)
     print(f"{len(results)} predictions written to {args.output_file}")
 

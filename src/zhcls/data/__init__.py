@@ -17,8 +17,10 @@ from zhcls.data.dataset import (
     predictor_inputs,
     read_examples,
     read_labels,
+    read_lines,
     read_texts,
 )
 
 __all__ = ["LABEL_SEP", "LEVEL_SEP", "PROBLEM_TYPES", "SPLITS", "TASKS", "DatasetFolder", "Example", "detect_task",
-           "encode_labels", "load_dataset", "predictor_inputs", "read_examples", "read_labels", "read_texts"]
+           "encode_labels", "load_dataset", "predictor_inputs", "read_examples", "read_labels", "read_lines",
+           "read_texts"]

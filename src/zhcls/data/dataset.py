@@ -83,7 +83,7 @@ def read_labels(path, problem_type: str = "multi_class") -> list[str]:
     ``parent##child`` need their parent listed too.
     """
     _check_choice("problem_type", problem_type, PROBLEM_TYPES)
-    lines = _read_lines(path)
+    lines = read_lines(path)
     # Blank lines at the end are just extra newlines. Anywhere else a blank line is most likely a
     # deleted label, which would silently shift the class id of every label after it.
     end = len(lines)
@@ -234,7 +234,7 @@ def _existing(root: Path, name, split: str) -> Path:
     raise data_error(path, None, problem)
 
 
-def _read_lines(path) -> list[str]:
+def read_lines(path) -> list[str]:
     """The file's lines as UTF-8 text without line ends (BOM and CRLF accepted)."""
     path = Path(path)
     try:
@@ -263,7 +263,7 @@ def _read_lines(path) -> list[str]:
 
 def _rows(path) -> tuple[list[tuple[int, list[str]]], int]:
     """(line number, columns) of the non-blank lines, and how many blank lines were skipped."""
-    lines = _read_lines(path)
+    lines = read_lines(path)
     rows = [(number, line.split("\t")) for number, line in enumerate(lines, 1) if line.strip()]
     if not rows:
         raise data_error(path, None, "the file has no data lines (it is empty or blank)")

@@ -28,6 +28,7 @@ import numpy as np
 from tokenizers import Regex, models, normalizers, pre_tokenizers, trainers
 from tokenizers import Tokenizer as RustTokenizer
 
+from zhcls.data.long_text import LongText
 from zhcls.errors import ZhclsError
 from zhcls.io import atomic_open
 
@@ -162,9 +163,8 @@ class Tokenizer:
             raise ZhclsError(f"max_seq_length {max_len} leaves no room for text besides [CLS] and [SEP]")
         if texts_b is not None and len(texts_b) != len(texts_a):
             raise ValueError(f"{len(texts_a)} first texts but {len(texts_b)} second texts")
-        # One Rust call tokenizes everything, in parallel; offsets are not needed.
         texts = list(texts_a) if texts_b is None else [*texts_a, *texts_b]
-        ids = [e.ids for e in self._rust.encode_batch_fast(texts, add_special_tokens=False)]
+        ids = self._ids(texts)
         cls, sep = self.cls_token_id, self.sep_token_id
         if texts_b is None:
             input_ids = [[cls, *a[: max_len - 2], sep] for a in ids]
@@ -175,6 +175,23 @@ class Tokenizer:
             input_ids.append([cls, *a[:n_a], sep, *b[:n_b], sep])
             token_type_ids.append([0] * (n_a + 2) + [1] * (n_b + 1))
         return Encoded(input_ids, token_type_ids)
+
+    def encode_long(self, texts: list[str], max_seq_length: int, long_text: LongText) -> tuple[Encoded, np.ndarray]:
+        """Encode single texts under a long-text policy: the pieces (``[CLS] piece [SEP]``) and, for each,
+        the index of its text. truncate and head_tail give one piece per text, sliding one per window."""
+        if max_seq_length <= 2:
+            raise ZhclsError(f"max_seq_length {max_seq_length} leaves no room for text besides [CLS] and [SEP]")
+        cls, sep = self.cls_token_id, self.sep_token_id
+        input_ids, owner = [], []
+        for i, ids in enumerate(self._ids(list(texts))):
+            for piece in long_text.pieces(ids, max_seq_length - 2):
+                input_ids.append([cls, *piece, sep])
+                owner.append(i)
+        return Encoded(input_ids, [[0] * len(x) for x in input_ids]), np.asarray(owner, dtype=np.int64)
+
+    def _ids(self, texts: list[str]) -> list[list[int]]:
+        # One Rust call tokenizes everything, in parallel; offsets are not needed.
+        return [e.ids for e in self._rust.encode_batch_fast(texts, add_special_tokens=False)]
 
     def pad(
         self, input_ids: list[list[int]], token_type_ids: list[list[int]], pad_to: int | None = None

@@ -141,7 +141,8 @@ def _measure(spec, dataset_dir, *, batch_size, max_seq_length, threads, max_samp
     ms = 1000 / n
     return {"model": spec.get("model", path.name), "backend": spec["backend"], "variant": spec["variant"] or "fp32",
             "metric": "accuracy" if ds.problem_type == "multi_class" else "micro_f1",
-            "score": dev_score(ds.labels, y, logits, ds.problem_type), "samples": n, "mean_tokens": float(np.mean(lengths)),
+            "score": dev_score(ds.labels, y, logits, ds.problem_type, predictor.thresholds, predictor.hierarchy_policy),
+            "samples": n, "mean_tokens": float(np.mean(lengths)),
             "batch_size": batch_size, "max_seq_length": max_seq_length, "threads": threads,
             "padded_ms": (padded_tok + padded_model) * ms, "padded_tokenizer_ms": padded_tok * ms,
             "real_ms": (real_tok + real_model) * ms, "real_tokenizer_ms": real_tok * ms,

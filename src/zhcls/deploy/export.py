@@ -40,7 +40,7 @@ from zhcls.evaluation import metrics
 from zhcls.evaluation.reports import dev_score
 from zhcls.inference.loading import read_meta
 from zhcls.inference.onnx_predictor import INPUT_NAMES, OUTPUT_NAME, REPORT, VARIANTS, OnnxPredictor
-from zhcls.inference.predictor import check_max_seq_length
+from zhcls.inference.predictor import Predictor, check_max_seq_length
 from zhcls.inference.torch_predictor import TorchPredictor
 from zhcls.io import atomic_dir, check_output_dir
 from zhcls.models.checkpoint import load_checkpoint
@@ -232,8 +232,9 @@ def export(params_path, output_path, *, opset: int = OPSET, fp16: bool = False, 
     else:
         texts_a, texts_b = probe_texts(tokenizer, 64, max_len), None
     cases = check_cases(texts_a, texts_b, max_len)
+    # The checkpoint's decision settings (thresholds, long-text policy) hold in verification and the INT8 gate too.
     runtime = dict(device=device, threads=threads, batch_size=batch_size, max_seq_length=max_len,
-                   problem_type=problem_type, task=task)
+                   problem_type=problem_type, task=task, **Predictor.meta_options(meta))
 
     report = {"source": str(params_path), "zhcls": __version__, "torch": torch.__version__,
               "onnxruntime": ort.__version__, "opset": opset, "model_type": config.model_type,
@@ -298,14 +299,20 @@ def export(params_path, output_path, *, opset: int = OPSET, fp16: bool = False, 
 def _gate_int8(fp32: Path, dst: Path, dev, texts_a, texts_b, labels, tokenizer, runtime, max_drop: float) -> dict:
     """Quantise fp32 -> dst in the first mode that keeps dev accuracy within max_drop points; else no dst."""
     y = data.encode_labels(dev, labels, runtime["problem_type"])
-    base = OnnxPredictor(fp32, tokenizer, labels, **runtime).logits(texts_a, texts_b)
+    fp32_predictor = OnnxPredictor(fp32, tokenizer, labels, **runtime)
+    base = fp32_predictor.logits(texts_a, texts_b)
+
+    def score(logits) -> float:  # multi-label: micro-F1 at the checkpoint's tuned thresholds
+        return dev_score(labels, y, logits, runtime["problem_type"], fp32_predictor.thresholds,
+                         runtime["hierarchy_policy"])
+
     result = {"file": VARIANTS["int8"], "metric": "accuracy" if runtime["problem_type"] == "multi_class" else "micro_f1",
-              "dev_fp32": dev_score(labels, y, base, runtime["problem_type"]), "attempts": []}
+              "dev_fp32": score(base), "attempts": []}
     for mode in INT8_MODES:
         quantize_int8(fp32, dst, **mode)
         logits = OnnxPredictor(dst, tokenizer, labels, **runtime, variant="int8").logits(texts_a, texts_b)
-        score = dev_score(labels, y, logits, runtime["problem_type"])
-        attempt = {**mode, "dev_int8": score, "drop": result["dev_fp32"] - score,
+        score_int8 = score(logits)
+        attempt = {**mode, "dev_int8": score_int8, "drop": result["dev_fp32"] - score_int8,
                    **compare(base, logits, runtime["problem_type"])}
         result["attempts"].append(attempt)
         if attempt["drop"] <= max_drop:

@@ -1,4 +1,5 @@
-"""Evaluation metrics and reports: accuracy, top-k, per-class P/R/F1, confusion matrix, bad cases.
+"""Evaluation metrics and reports: accuracy, top-k, per-class P/R/F1, confusion matrix, bad cases; for
+multi-label data also subset accuracy, Hamming loss, per-level scores and the tuning of thresholds.
 
 numpy only; scikit-learn is not a dependency. Zero divisions give 0.0, as scikit-learn's
 ``zero_division=0``. matplotlib is imported inside :func:`plot_confusion` only, so that importing
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from zhcls.data.hierarchy import inconsistent_paths, level
 from zhcls.errors import ZhclsError
 from zhcls.io import atomic_open, atomic_path
 
@@ -125,9 +127,59 @@ def classification_report(labels: list[str], y_true: np.ndarray, probs: np.ndarr
     }
 
 
+def _f1_scores(gold: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """micro / macro / weighted F1 of boolean label matrices (n, C); the scores thresholds are tuned for."""
+    tp, support, predicted = (gold & pred).sum(axis=0), gold.sum(axis=0), pred.sum(axis=0)
+    f1 = _f1(tp, support, predicted)
+    return {"micro_f1": float(_f1(tp.sum(), support.sum(), predicted.sum())), "macro_f1": float(f1.mean()),
+            "weighted_f1": float(_safe_div((f1 * support).sum(), support.sum()))}
+
+
+TUNABLE = ("micro_f1", "macro_f1", "weighted_f1")
+THRESHOLD_GRID = np.round(np.arange(0.02, 0.99, 0.01), 2)
+
+
+def tune_thresholds(y_true_multi_hot: np.ndarray, probs: np.ndarray, *, metric: str = "micro_f1",
+                    min_support: int = 10) -> dict:
+    """Multi-label thresholds tuned on dev for ``metric``: first the global one (a 0.02..0.98 grid), then per
+    class, for classes with at least ``min_support`` dev positives (fewer would fit noise; the others keep
+    the global one), the one that maximises ``metric`` with the other classes' thresholds held. For macro
+    and weighted F1 that is the class's own best F1; micro-F1 couples the classes (a class's threshold is
+    only lowered while its extra true positives outweigh the false positives it adds to the total), so
+    the dev score never falls below the global threshold's. Ties go to the threshold nearest 0.5."""
+    if metric not in TUNABLE:
+        raise ZhclsError(f"--metric {metric}: thresholds are tuned for one of {', '.join(TUNABLE)}")
+    gold = np.asarray(y_true_multi_hot).astype(bool)
+    probs = np.asarray(probs, dtype=float)
+    # Stable sort by distance to 0.5: among equal scores argmax then takes the threshold nearest 0.5.
+    grid = THRESHOLD_GRID[np.argsort(np.abs(THRESHOLD_GRID - 0.5), kind="stable")]
+    best = int(np.argmax([_f1_scores(gold, probs >= t)[metric] for t in grid]))
+    pred = probs[:, :, None] >= grid  # (n, C, thresholds)
+    tp, predicted = (gold[:, :, None] & pred).sum(axis=0), pred.sum(axis=0)  # (C, thresholds)
+    support = gold.sum(axis=0)
+    choice = np.full(len(support), best)
+    tuned = np.flatnonzero(support >= min_support)
+    if metric == "micro_f1":
+        for c in tuned[np.argsort(-support[tuned], kind="stable")]:  # frequent classes move the total most
+            rows = np.arange(len(support))
+            tp_rest = tp[rows, choice].sum() - tp[c, choice[c]]
+            pred_rest = predicted[rows, choice].sum() - predicted[c, choice[c]]
+            choice[c] = np.argmax(_f1(tp_rest + tp[c], support.sum(), pred_rest + predicted[c]))
+    else:
+        choice[tuned] = np.argmax(_f1(tp[tuned], support[tuned, None], predicted[tuned]), axis=1)
+    return {"global": float(grid[best]), "per_class": [float(grid[g]) for g in choice], "metric": metric,
+            "min_support": int(min_support), "tuned_classes": len(tuned)}
+
+
 def multilabel_report(labels: list[str], y_true_multi_hot: np.ndarray, probs: np.ndarray,
-                      threshold: float = 0.5) -> dict:
-    """Multi-label report: a label is predicted when its probability is >= ``threshold``."""
+                      threshold: float | np.ndarray = 0.5, *, chosen: np.ndarray | None = None,
+                      hierarchical: bool = False) -> dict:
+    """Multi-label report. A label is predicted when its probability is >= ``threshold`` (one for all, or
+    one per class), or as ``chosen`` says (a predictor's decisions: thresholds, min/max labels, hierarchy).
+
+    Micro / macro / weighted P/R/F1, subset accuracy (every label of the example right), Hamming loss
+    (share of wrong example-label cells), label cardinality (labels per example, gold and predicted),
+    per-class P/R/F1 with support; hierarchical data adds the same per level and the broken paths."""
     probs = _check_probs(labels, probs)
     gold = np.asarray(y_true_multi_hot)
     if gold.shape != probs.shape:
@@ -135,22 +187,42 @@ def multilabel_report(labels: list[str], y_true_multi_hot: np.ndarray, probs: np
     if not np.isin(gold, (0, 1)).all():
         raise ZhclsError("multi-hot labels must be 0 or 1")
     gold = gold.astype(bool)
-    pred = probs >= threshold
-    tp = (gold & pred).sum(axis=0)
-    support = gold.sum(axis=0)
-    predicted = pred.sum(axis=0)
-    precision = _safe_div(tp, predicted)
-    recall = _safe_div(tp, support)
-    f1 = _f1(tp, support, predicted)
+    pred = probs >= np.asarray(threshold) if chosen is None else np.asarray(chosen, dtype=bool)
+    report = {"n": int(probs.shape[0])}
+    if chosen is None:
+        report["threshold" if np.ndim(threshold) == 0 else "thresholds"] = np.asarray(threshold, dtype=float).tolist()
+    report.update(_label_scores(labels, gold, pred))
+    if hierarchical:
+        depth = np.asarray([level(label) for label in labels])
+        report["levels"] = []
+        for d in range(1, depth.max() + 1):
+            cols = np.flatnonzero(depth == d)
+            scores = _label_scores([labels[c] for c in cols], gold[:, cols], pred[:, cols])
+            report["levels"].append({"level": d, "labels": len(cols),
+                                     **{k: v for k, v in scores.items() if k != "per_class"}})
+        report["inconsistent_paths"] = inconsistent_paths(pred, labels)
+    return report
+
+
+def _label_scores(labels: list[str], gold: np.ndarray, pred: np.ndarray) -> dict:
+    tp, support, predicted = (gold & pred).sum(axis=0), gold.sum(axis=0), pred.sum(axis=0)
+    precision, recall, f1 = _safe_div(tp, predicted), _safe_div(tp, support), _f1(tp, support, predicted)
+    weights = _safe_div(support, support.sum())
     return {
-        "n": int(probs.shape[0]),
-        "threshold": float(threshold),
         "micro_precision": float(_safe_div(tp.sum(), predicted.sum())),
         "micro_recall": float(_safe_div(tp.sum(), support.sum())),
         "micro_f1": float(_f1(tp.sum(), support.sum(), predicted.sum())),
         "macro_precision": float(precision.mean()),
         "macro_recall": float(recall.mean()),
         "macro_f1": float(f1.mean()),
+        "weighted_precision": float((precision * weights).sum()),
+        "weighted_recall": float((recall * weights).sum()),
+        "weighted_f1": float((f1 * weights).sum()),
+        "subset_accuracy": float((gold == pred).all(axis=1).mean()),
+        "hamming_loss": float((gold != pred).mean()),
+        "label_cardinality": float(gold.sum(axis=1).mean()),
+        "predicted_cardinality": float(pred.sum(axis=1).mean()),
+        "empty_predictions": int((~pred.any(axis=1)).sum()),
         "per_class": _per_class(labels, precision, recall, f1, support, predicted),
     }
 
@@ -175,7 +247,9 @@ def format_report(report: dict, title: str = "") -> str:
         ("micro_precision", "micro P", "{:.4f}"), ("micro_recall", "micro R", "{:.4f}"),
         ("micro_f1", "micro F1", "{:.4f}"), ("macro_precision", "macro P", "{:.4f}"),
         ("macro_recall", "macro R", "{:.4f}"), ("macro_f1", "macro F1", "{:.4f}"),
-        ("weighted_f1", "weighted F1", "{:.4f}"),
+        ("weighted_f1", "weighted F1", "{:.4f}"), ("subset_accuracy", "subset acc", "{:.4f}"),
+        ("hamming_loss", "Hamming", "{:.4f}"), ("label_cardinality", "labels/text", "{:.2f}"),
+        ("predicted_cardinality", "predicted/text", "{:.2f}"), ("inconsistent_paths", "broken paths", "{}"),
     ]
     pairs = [(name, fmt.format(report[key])) for key, name, fmt in summary if report.get(key) is not None]
     lines = [title] if title else []
@@ -183,6 +257,9 @@ def format_report(report: dict, title: str = "") -> str:
     for start in range(0, len(pairs), 4):
         lines.append("   ".join(f"{name} = {value}" for name, value in pairs[start:start + 4]))
 
+    for row in report.get("levels", ()):
+        lines.append(f"level {row['level']} ({row['labels']} labels): micro F1 = {row['micro_f1']:.4f}   "
+                     f"macro F1 = {row['macro_f1']:.4f}   subset acc = {row['subset_accuracy']:.4f}")
     rows = report["per_class"]
     has_share = "share" in rows[0]
     width = max(display_width("label"), *(display_width(r["label"]) for r in rows))
@@ -300,6 +377,30 @@ def write_bad_cases(path: str | Path, texts: list[str], labels: list[str], y_tru
         for i in wrong:
             text = texts[i].translate(_ONE_LINE)
             f.write(f"{confidence[i]:.4f}\t{labels[pred[i]]}\t{labels[y[i]]}\t{text}\n")
+    return len(wrong)
+
+
+def write_multilabel_bad_cases(path: str | Path, texts: list[str], labels: list[str], y_true_multi_hot: np.ndarray,
+                               chosen: np.ndarray) -> int:
+    """Write the examples whose label set is wrong, most wrong labels first; return how many.
+
+    ``Missing<TAB>Extra<TAB>Prediction<TAB>Label<TAB>Text``: the gold labels not predicted, the predicted
+    labels not gold, then both sets in full (comma-separated, as in the data files)."""
+    gold, pred = np.asarray(y_true_multi_hot).astype(bool), np.asarray(chosen, dtype=bool)
+    if len(texts) != len(gold) or gold.shape != pred.shape:
+        raise ZhclsError(f"{len(texts)} texts, gold {gold.shape}, predictions {pred.shape}")
+    errors = (gold != pred).sum(axis=1)
+    wrong = np.flatnonzero(errors)
+    wrong = wrong[np.argsort(-errors[wrong], kind="stable")]
+
+    def names(mask) -> str:
+        return ",".join(labels[i] for i in np.flatnonzero(mask))
+
+    with atomic_open(path, "w") as f:
+        f.write("Missing\tExtra\tPrediction\tLabel\tText\n")
+        for i in wrong:
+            f.write(f"{names(gold[i] & ~pred[i])}\t{names(pred[i] & ~gold[i])}\t{names(pred[i])}\t{names(gold[i])}\t"
+                    f"{texts[i].translate(_ONE_LINE)}\n")
     return len(wrong)
 
 

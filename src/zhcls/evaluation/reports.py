@@ -1,7 +1,9 @@
 """Evaluation on the dataset folder's splits, like PaddleNLP's analysis/evaluate.py, and more.
 
 For each split: accuracy, top-2/top-3, macro/micro F1, per-class P/R/F1 with support and share, a
-confusion matrix (text and PNG) and a bad-case file; all of it also as one JSON report.
+confusion matrix (text and PNG) and a bad-case file; all of it also as one JSON report. Multi-label and
+hierarchical splits: the multi-label metrics (per level for hierarchical data) and bad cases listing
+the missing and extra labels.
 """
 from __future__ import annotations
 
@@ -11,10 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from zhcls import data
+from zhcls.data.long_text import LongText
 from zhcls.errors import ZhclsError, require
 from zhcls.evaluation import metrics
 from zhcls.inference.loading import load, read_meta
-from zhcls.inference.predictor import Predictor, sigmoid, softmax
+from zhcls.inference.predictor import Predictor, choose_labels, sigmoid, softmax
 
 log = logging.getLogger("zhcls")
 
@@ -22,12 +25,17 @@ log = logging.getLogger("zhcls")
 def evaluate(params_path, dataset_dir, *, splits=None, output_dir=None, batch_size: int = 32,
              max_seq_length: int | None = None, device: str = "auto", backend: str = "auto",
              train_file="train.txt", dev_file="dev.txt", test_file=None, label_file="label.txt",
-             plot: bool = True, progress: bool = True, predictor: Predictor | None = None) -> dict:
+             plot: bool = True, progress: bool = True, predictor: Predictor | None = None,
+             threshold: float | None = None, min_labels: int = 0, max_labels: int | None = None,
+             hierarchy_policy: str | None = None, long_text: LongText | None = None) -> dict:
     """Reports per split (``{"dev": {...}, ...}``); files land in ``output_dir`` (default params_path/eval).
 
     ``splits``: None means train, dev, and test when the folder has one (``test_file``, default
     test.txt); splits that are named, and a ``test_file`` that is named, must exist. ``plot``: the
-    confusion PNGs, skipped with a warning when matplotlib is not installed.
+    confusion PNGs, skipped with a warning when matplotlib is not installed. Multi-label decisions are
+    the predictor's (the checkpoint's tuned thresholds unless ``threshold`` overrides them,
+    ``min_labels`` / ``max_labels``, hierarchy consistency); ``long_text`` overrides the checkpoint's
+    long-text policy.
     """
     required = list(splits) if splits is not None else ["train", "dev"] + (["test"] if test_file else [])
     unknown = sorted(set(required) - set(data.SPLITS))
@@ -51,6 +59,8 @@ def evaluate(params_path, dataset_dir, *, splits=None, output_dir=None, batch_si
             plot = False
     predictor = predictor or load(params_path, backend=backend, device=device, batch_size=batch_size,
                                   max_seq_length=max_seq_length)
+    if long_text is not None:
+        predictor.long_text = long_text
     if labels != predictor.labels:
         raise ZhclsError(f"{label_file}: its labels differ from the model's ({len(labels)} vs {len(predictor.labels)} "
                          "labels, or another order); evaluate with the label.txt the model was trained on")
@@ -61,16 +71,24 @@ def evaluate(params_path, dataset_dir, *, splits=None, output_dir=None, batch_si
         texts = data.predictor_inputs(examples)
         probs = predictor.predict_proba(texts, progress=progress)
         y_true = data.encode_labels(examples, labels, problem_type)
+        shown = ["\t".join(t) if isinstance(t, tuple) else t for t in texts]
         if problem_type == "multi_class":
             report = metrics.classification_report(labels, y_true, probs)
-            shown = ["\t".join(t) if isinstance(t, tuple) else t for t in texts]
             report["bad_cases"] = metrics.write_bad_cases(out / f"bad_case_{split}.txt", shown, labels, y_true, probs)
             (out / f"confusion_{split}.txt").parent.mkdir(parents=True, exist_ok=True)
             (out / f"confusion_{split}.txt").write_text(metrics.format_confusion(report), encoding="utf-8")
             if plot:
                 metrics.plot_confusion(report, out / f"confusion_{split}.png")
         else:
-            report = metrics.multilabel_report(labels, y_true, probs)
+            chosen = predictor.decide(probs, threshold, min_labels=min_labels, max_labels=max_labels,
+                                      hierarchy_policy=hierarchy_policy)
+            report = metrics.multilabel_report(labels, y_true, probs, chosen=chosen,
+                                               hierarchical=problem_type == "hierarchical")
+            report["decision"] = {"thresholds": [threshold] * len(labels) if threshold is not None
+                                  else predictor.thresholds.tolist(), "min_labels": min_labels, "max_labels": max_labels}
+            report["bad_cases"] = metrics.write_multilabel_bad_cases(out / f"bad_case_{split}.txt", shown, labels,
+                                                                     y_true, chosen)
+        report["long_text"] = predictor.long_text.to_meta()
         reports[split] = report
         log.info("%s", metrics.format_report(report, title=f"{split} ({len(examples)} examples)"))
     metrics.write_json(out / "report.json", reports)
@@ -78,8 +96,13 @@ def evaluate(params_path, dataset_dir, *, splits=None, output_dir=None, batch_si
     return reports
 
 
-def dev_score(labels: list[str], y_true: np.ndarray, logits: np.ndarray, problem_type: str) -> float:
-    """Dev accuracy (multi_class) or micro-F1 (multi-label), in points."""
+def dev_score(labels: list[str], y_true: np.ndarray, logits: np.ndarray, problem_type: str,
+              thresholds=0.5, hierarchy_policy: str = "add_parents") -> float:
+    """Dev accuracy (multi_class) or micro-F1 (multi-label, at ``thresholds``: a checkpoint's tuned ones,
+    paths made consistent for hierarchical data), in points."""
     if problem_type == "multi_class":
         return 100 * metrics.classification_report(labels, y_true, softmax(logits))["accuracy"]
-    return 100 * metrics.multilabel_report(labels, y_true, sigmoid(logits))["micro_f1"]
+    probs = sigmoid(logits)
+    chosen = choose_labels(probs, thresholds, labels=labels,
+                           hierarchy_policy=hierarchy_policy if problem_type == "hierarchical" else None)
+    return 100 * metrics.multilabel_report(labels, y_true, probs, chosen=chosen)["micro_f1"]

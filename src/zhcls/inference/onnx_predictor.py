@@ -4,8 +4,9 @@ An export folder (see export.py) holds up to three variants of one model:
 ``model.onnx`` (fp32), ``model.int8.onnx`` (passed the export's accuracy gate) and ``model.fp16.onnx``.
 ``variant="auto"`` takes fp16 on a CUDA GPU when it is there, else INT8 when it is there, else fp32.
 
-Like the PyTorch path (and PaddleNLP), inputs longer than max_seq_length are truncated, never
-rejected. Tokenisation, length-sorted batching and order restoring live in `Predictor`.
+Like the PyTorch path, inputs longer than max_seq_length are cut by the checkpoint's long-text policy
+(truncated by default, as PaddleNLP does), never rejected. Tokenisation, long-text windows, length-sorted
+batching, order restoring and the multi-label thresholds live in `Predictor`.
 """
 from __future__ import annotations
 
@@ -58,9 +59,9 @@ class OnnxPredictor(Predictor):
 
     def __init__(self, model_path, tokenizer: Tokenizer, labels: list[str], *, device: str = "auto",
                  threads: int | None = None, batch_size: int = 32, max_seq_length: int = 128,
-                 problem_type: str = "multi_class", task: str = "text", variant: str = "fp32"):
+                 problem_type: str = "multi_class", task: str = "text", variant: str = "fp32", **decision):
         super().__init__(tokenizer, labels, max_seq_length=max_seq_length, batch_size=batch_size,
-                         problem_type=problem_type, task=task)
+                         problem_type=problem_type, task=task, **decision)
         ort = onnxruntime()
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or default_threads()
@@ -118,4 +119,4 @@ class OnnxPredictor(Predictor):
                              f"{'--quantize int8' if variant == 'int8' else '--fp16'} to make it)")
         return cls(path / VARIANTS[variant], Tokenizer.from_dir(path), labels, device=device, threads=threads,
                    batch_size=batch_size, max_seq_length=max_len, problem_type=meta.get("problem_type", "multi_class"),
-                   task=meta.get("task", "text"), variant=variant)
+                   task=meta.get("task", "text"), variant=variant, **Predictor.meta_options(meta))

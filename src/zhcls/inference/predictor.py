@@ -10,6 +10,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from zhcls.data.batching import inference_batches
+from zhcls.data.hierarchy import make_consistent
+from zhcls.data.long_text import LongText
 from zhcls.data.tokenizer import Tokenizer
 from zhcls.errors import ZhclsError
 from zhcls.io import atomic_open
@@ -34,23 +36,90 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-logits))
 
 
+def check_threshold(value: float, what: str = "--threshold") -> float:
+    if not 0.0 <= value <= 1.0:
+        raise ZhclsError(f"{what} {value}: a threshold must be between 0 and 1")
+    return float(value)
+
+
+def choose_labels(probs: np.ndarray, thresholds, *, min_labels: int = 0, max_labels: int | None = None,
+                  labels: list[str] | None = None, hierarchy_policy: str | None = None) -> np.ndarray:
+    """Multi-label decisions (n, C) from probabilities: a label is chosen when its probability reaches its
+    threshold (one for all, or one per class); then the ``min_labels`` best are chosen whatever their
+    score, at most ``max_labels`` of the best are kept, and with a ``hierarchy_policy`` the paths are made
+    consistent (which may add parents beyond ``max_labels``: a path is never returned broken)."""
+    chosen = probs >= np.asarray(thresholds, dtype=np.float64)  # as tuned: float64, so ties fall alike
+    if min_labels or max_labels is not None:
+        rank = np.argsort(np.argsort(-probs, axis=1, kind="stable"), axis=1, kind="stable")  # 0 = best label
+        if min_labels:
+            chosen |= rank < min_labels
+        if max_labels is not None:
+            chosen &= rank < max_labels
+    if hierarchy_policy is not None:
+        chosen = make_consistent(chosen, labels, hierarchy_policy)
+    return chosen
+
+
+def pool_windows(logits: np.ndarray, owner: np.ndarray, n: int, how: str) -> np.ndarray:
+    """The logits of ``n`` texts from those of their windows (``owner``: each window's text)."""
+    if how == "max":
+        out = np.full((n, logits.shape[1]), -np.inf, dtype=logits.dtype)
+        np.maximum.at(out, owner, logits)
+        return out
+    out = np.zeros((n, logits.shape[1]), dtype=logits.dtype)
+    np.add.at(out, owner, logits)
+    return out / np.bincount(owner, minlength=n)[:, None].astype(logits.dtype)
+
+
 class Predictor:
-    """Texts in, labels and probabilities out, in input order. Subclasses implement `_forward`."""
+    """Texts in, labels and probabilities out, in input order. Subclasses implement `_forward`.
+
+    Multi-label decisions use ``thresholds`` (a checkpoint's tuned ones: ``{"global": t, "per_class": [...]}``;
+    default 0.5); hierarchical ones are made consistent with ``hierarchy_policy``. Texts longer than
+    max_seq_length are cut by ``long_text`` (a `LongText`). All three come from the checkpoint's zhcls block
+    (`meta_options`), so both backends decide alike."""
 
     def __init__(self, tokenizer: Tokenizer, labels: list[str], *, max_seq_length: int = 128,
-                 batch_size: int = 32, problem_type: str = "multi_class", task: str = "text"):
+                 batch_size: int = 32, problem_type: str = "multi_class", task: str = "text",
+                 thresholds: dict | None = None, long_text: LongText | None = None,
+                 hierarchy_policy: str = "add_parents"):
         if batch_size < 1:
             raise ZhclsError(f"--batch_size {batch_size}: must be >= 1")
         self.tokenizer, self.labels = tokenizer, list(labels)
         self.max_seq_length, self.batch_size = max_seq_length, batch_size
         self.problem_type, self.task = problem_type, task
+        self.long_text = long_text or LongText()
+        self.hierarchy_policy = hierarchy_policy
+        self.thresholds = self._read_thresholds(thresholds or {})
+
+    @staticmethod
+    def meta_options(meta: dict) -> dict:
+        """The decision settings a checkpoint's zhcls block stores, as keyword arguments of `Predictor`."""
+        return {"thresholds": meta.get("thresholds"), "long_text": LongText.from_meta(meta),
+                "hierarchy_policy": meta.get("hierarchy_policy", "add_parents")}
+
+    def _read_thresholds(self, stored: dict) -> np.ndarray:
+        """Per-class thresholds: the tuned per-class ones, else the tuned global one, else 0.5."""
+        per_class = stored.get("per_class")
+        if per_class is None:
+            return np.full(len(self.labels), check_threshold(stored.get("global", 0.5), "config.json zhcls.thresholds"))
+        if len(per_class) != len(self.labels):
+            raise ZhclsError(f"config.json zhcls.thresholds: {len(per_class)} per-class thresholds for "
+                             f"{len(self.labels)} labels")
+        return np.asarray([check_threshold(t, "config.json zhcls.thresholds") for t in per_class])
 
     def _forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         raise NotImplementedError
 
     def logits(self, texts_a: list[str], texts_b: list[str] | None = None, progress: bool = False) -> np.ndarray:
-        enc = self.tokenizer.encode(list(texts_a), None if texts_b is None else list(texts_b), self.max_seq_length)
-        out = np.zeros((len(texts_a), len(self.labels)), dtype=np.float32)
+        if texts_b is not None or self.long_text.policy == "truncate":
+            enc = self.tokenizer.encode(list(texts_a), None if texts_b is None else list(texts_b), self.max_seq_length)
+            return self._batched(enc, progress)
+        enc, owner = self.tokenizer.encode_long(texts_a, self.max_seq_length, self.long_text)
+        return pool_windows(self._batched(enc, progress), owner, len(texts_a), self.long_text.pooling)
+
+    def _batched(self, enc, progress: bool) -> np.ndarray:
+        out = np.zeros((len(enc.input_ids), len(self.labels)), dtype=np.float32)
         batches = inference_batches([len(ids) for ids in enc.input_ids], self.batch_size)
         for idx in tqdm(batches, desc="predict", unit="batch", disable=not progress, leave=False):
             batch = self.tokenizer.pad([enc.input_ids[i] for i in idx], [enc.token_type_ids[i] for i in idx])
@@ -62,20 +131,37 @@ class Predictor:
         logits = self.logits(texts_a, texts_b, progress)
         return softmax(logits) if self.problem_type == "multi_class" else sigmoid(logits)
 
-    def predict(self, texts, topk: int = 1, threshold: float = 0.5, progress: bool = False) -> list[dict]:
-        """One dict per text: ``label`` and ``score`` (multi-class: the top one, plus ``topk`` pairs when
-        topk > 1) or ``labels`` and ``scores`` (multi-label: every label above ``threshold``)."""
+    def decide(self, probs: np.ndarray, threshold: float | None = None, *, min_labels: int = 0,
+               max_labels: int | None = None, hierarchy_policy: str | None = None) -> np.ndarray:
+        """Multi-label decisions (n, C) for these probabilities: ``threshold`` overrides the stored ones."""
+        if min_labels < 0 or (max_labels is not None and max_labels < max(min_labels, 1)):
+            raise ZhclsError(f"--min_labels {min_labels} / --max_labels {max_labels}: need 0 <= min_labels <= "
+                             "max_labels and max_labels >= 1")
+        thresholds = self.thresholds if threshold is None else check_threshold(threshold)
+        hierarchical = self.problem_type == "hierarchical"
+        return choose_labels(probs, thresholds, min_labels=min_labels, max_labels=max_labels, labels=self.labels,
+                             hierarchy_policy=(hierarchy_policy or self.hierarchy_policy) if hierarchical else None)
+
+    def predict(self, texts, topk: int = 1, threshold: float | None = None, progress: bool = False, *,
+                min_labels: int = 0, max_labels: int | None = None, hierarchy_policy: str | None = None) -> list[dict]:
+        """One dict per text: ``label`` and ``score`` (multi-class: the top one) or ``labels`` and ``scores``
+        (multi-label: the chosen labels, see `decide`); with topk > 1 also ``topk``, the k best
+        (label, probability) pairs."""
+        if topk < 1:
+            raise ZhclsError(f"--topk {topk}: must be at least 1")
         probs = self.predict_proba(texts, progress)
+        chosen = None if self.problem_type == "multi_class" else self.decide(
+            probs, threshold, min_labels=min_labels, max_labels=max_labels, hierarchy_policy=hierarchy_policy)
         results = []
-        for p in probs:
-            if self.problem_type == "multi_class":
-                best = np.argsort(-p, kind="stable")[:max(topk, 1)]
+        for row, p in enumerate(probs):
+            best = np.argsort(-p, kind="stable")[:topk]
+            if chosen is None:
                 r = {"label": self.labels[best[0]], "score": float(p[best[0]])}
-                if topk > 1:
-                    r["topk"] = [(self.labels[i], float(p[i])) for i in best]
             else:
-                chosen = np.flatnonzero(p >= threshold)
-                r = {"labels": [self.labels[i] for i in chosen], "scores": [float(p[i]) for i in chosen]}
+                picked = np.flatnonzero(chosen[row])
+                r = {"labels": [self.labels[i] for i in picked], "scores": [float(p[i]) for i in picked]}
+            if topk > 1:
+                r["topk"] = [(self.labels[i], float(p[i])) for i in best]
             results.append(r)
         return results
 
@@ -94,16 +180,19 @@ class Predictor:
 
 
 def write_predictions(path, texts, results: list[dict], *, topk: int = 1) -> None:
-    """PaddleNLP's predict.py output: one line per input, ``text<TAB>label<TAB>confidence``.
-    With topk > 1, the k labels and confidences follow as ``label:score`` fields."""
+    """PaddleNLP's predict.py output: a header, then one line per input: ``text<TAB>label<TAB>confidence``
+    (multi-class) or ``text<TAB>label1,label2<TAB>score1,score2`` (multi-label, as PaddleNLP's multi_label
+    predict). With topk > 1 a ``topk`` column follows: the k best ``label:score``, space-separated."""
+    multi_label = bool(results) and "labels" in results[0]
+    header = "text\tlabels\tscores" if multi_label else "text\tlabel\tconfidence"
     with atomic_open(path) as f:
-        f.write("text\tlabel\tconfidence" + ("\ttopk" if topk > 1 else "") + "\n")
+        f.write(header + ("\ttopk" if topk > 1 else "") + "\n")
         for text, r in zip(texts, results):
             shown = "\t".join(text) if isinstance(text, (tuple, list)) else text
-            if "label" in r:
-                line = f"{shown}\t{r['label']}\t{r['score']:.4f}"
-                if topk > 1:
-                    line += "\t" + " ".join(f"{label}:{score:.4f}" for label, score in r["topk"])
-            else:
+            if multi_label:
                 line = f"{shown}\t{','.join(r['labels'])}\t{','.join(f'{s:.4f}' for s in r['scores'])}"
+            else:
+                line = f"{shown}\t{r['label']}\t{r['score']:.4f}"
+            if topk > 1:
+                line += "\t" + " ".join(f"{label}:{score:.4f}" for label, score in r["topk"])
             f.write(line + "\n")

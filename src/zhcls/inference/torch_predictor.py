@@ -17,7 +17,7 @@ class TorchPredictor(Predictor):
                                        model.config.max_position_embeddings)
         super().__init__(tokenizer, model.config.labels, max_seq_length=max_len,
                          batch_size=batch_size, problem_type=meta.get("problem_type", "multi_class"),
-                         task=meta.get("task", "text"))
+                         task=meta.get("task", "text"), **Predictor.meta_options(meta))
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
         self.amp_dtype = amp_dtype(amp, self.device)

@@ -1,8 +1,9 @@
 """Fine-tuning a classifier on a dataset folder. `zhcls train` is a thin shell over `train()`.
 
 It follows PaddleNLP's multi_class train.py (see `loop` for the loop itself) and plugs into the one
-training loop a classification model, its loss (cross-entropy, or BCE for multi-label) and its dev
-score (accuracy, or micro-F1).
+training loop a classification model, its loss (`losses`: cross-entropy or BCE for multi-label, class
+weights, focal) and its dev score (accuracy, or micro-F1 at thresholds tuned on dev). Long texts are
+cut by the `LongText` policy; sliding windows train as examples of their own, with their text's labels.
 """
 from __future__ import annotations
 
@@ -14,19 +15,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from zhcls import data
+from zhcls.data import hierarchy
+from zhcls.data.long_text import LongText
 from zhcls.data.tokenizer import build_vocab
 from zhcls.errors import ZhclsError
+from zhcls.evaluation import metrics
 from zhcls.inference.predictor import check_max_seq_length
 from zhcls.inference.torch_predictor import TorchPredictor
 from zhcls.models.checkpoint import save_checkpoint
 from zhcls.models.pretrained import load_pretrained
 from zhcls.training.loop import Job, LoopConfig, TrainResult, fit, start
+from zhcls.training.losses import LOSSES, class_weights, classification_loss
 
 log = logging.getLogger("zhcls")
+LONG_TEXT_WARNING = 0.1  # warn when this share of the training texts is cut
 
 
 @dataclass(kw_only=True)
@@ -48,6 +53,16 @@ class TrainConfig(LoopConfig):
     vocab_from_data: bool = False
     vocab_size: int = 8000
     cache_dir: str | None = None
+    # multi-label, long texts, imbalanced classes
+    metric: str | None = None  # the dev score: accuracy (multi_class) or micro_f1 by default; macro_f1, weighted_f1
+    threshold_min_support: int = 10  # tune a class's own threshold only with this many dev positives
+    hierarchy_policy: str = "add_parents"
+    long_text: str = "truncate"
+    stride: int = 0
+    window_pooling: str = "mean"
+    class_weights: str = "none"  # none | balanced | FILE (label<TAB>weight)
+    loss: str = "ce"  # ce | focal (multi-label: BCE or its focal form)
+    focal_gamma: float = 2.0
 
 
 def _vocab_file(cfg: TrainConfig, ds: data.DatasetFolder) -> str | None:
@@ -63,14 +78,55 @@ def _vocab_file(cfg: TrainConfig, ds: data.DatasetFolder) -> str | None:
     return f.name
 
 
+def _metric(cfg: TrainConfig, problem_type: str) -> str:
+    multi_class = problem_type == "multi_class"
+    metric = cfg.metric or ("accuracy" if multi_class else "micro_f1")
+    allowed = (("accuracy",) if multi_class else ()) + metrics.TUNABLE
+    if metric not in allowed:
+        raise ZhclsError(f"--metric {metric}: choose one of {', '.join(allowed)} for {problem_type}")
+    return metric
+
+
+def _encode_train(cfg: TrainConfig, ds: data.DatasetFolder, tokenizer, long_text: LongText):
+    """The training inputs and, for each, its example (sliding: one input per window); logs how many
+    texts are longer than max_seq_length, and warns when many are."""
+    if ds.task == "pair":
+        enc = tokenizer.encode([e.text_a for e in ds.train], [e.text_b for e in ds.train], cfg.max_seq_length)
+        return enc, np.arange(len(ds.train))
+    enc, owner = tokenizer.encode_long([e.text_a for e in ds.train], cfg.max_seq_length, long_text)
+    first_piece = np.unique(owner, return_index=True)[1]
+    cut = float(np.mean([len(enc.input_ids[i]) == cfg.max_seq_length for i in first_piece]))
+    log.info("%.1f%% of the training texts fill max_seq_length %d (--long_text %s%s)", 100 * cut,
+             cfg.max_seq_length, long_text.policy,
+             f": {len(owner)} windows for {len(ds.train)} texts" if long_text.policy == "sliding" else "")
+    if cut > LONG_TEXT_WARNING and long_text.policy == "truncate":
+        log.warning("%.0f%% of the training texts are longer than max_seq_length %d and lose their end; consider "
+                    "a larger --max_seq_length or --long_text head_tail / sliding", 100 * cut, cfg.max_seq_length)
+    return enc, owner
+
+
 def train(config: TrainConfig | None = None, **kwargs) -> TrainResult:
-    """Train a classifier on a dataset folder; the best dev checkpoint lands in ``save_dir``."""
+    """Train a classifier on a dataset folder; the best dev checkpoint lands in ``save_dir``.
+
+    Multi-label: after each evaluation the thresholds are tuned on dev (`metrics.tune_thresholds`), the dev
+    score is taken at them, and the best checkpoint stores them in config.json's zhcls block."""
     cfg = config or TrainConfig(**kwargs)
     if cfg.vocab_from_data and cfg.vocab_file:
         raise ZhclsError("--vocab_from_data and --vocab_file: give one vocabulary, not both")
-    # Validate every file before any model is loaded or downloaded: fail fast.
+    # Validate every file and setting before any model is loaded or downloaded: fail fast.
     ds = data.load_dataset(cfg.dataset_dir, train_file=cfg.train_file, dev_file=cfg.dev_file,
                            label_file=cfg.label_file, task=cfg.task, problem_type=cfg.problem_type)
+    long_text = LongText(cfg.long_text, cfg.stride, cfg.window_pooling)
+    metric = _metric(cfg, ds.problem_type)
+    multi_class = ds.problem_type == "multi_class"
+    train_targets = data.encode_labels(ds.train, ds.labels, ds.problem_type)
+    weights = class_weights(cfg.class_weights, ds.labels, train_targets, ds.problem_type)
+    if ds.task == "pair" and long_text.policy != "truncate":
+        raise ZhclsError(f"--long_text {long_text.policy}: applies to single texts; pairs are truncated longest-first")
+    if cfg.loss not in LOSSES:
+        raise ZhclsError(f"--loss {cfg.loss}: choose one of {', '.join(LOSSES)}")
+    if cfg.hierarchy_policy not in hierarchy.POLICIES:
+        raise ZhclsError(f"--hierarchy_policy {cfg.hierarchy_policy}: choose one of {', '.join(hierarchy.POLICIES)}")
     inputs = [cfg.dataset_dir, cfg.init_from_ckpt, cfg.vocab_file]
     if Path(cfg.model_name).expanduser().exists():  # a local model folder, not a zoo name or hub id
         inputs.append(cfg.model_name)
@@ -87,45 +143,59 @@ def train(config: TrainConfig | None = None, **kwargs) -> TrainResult:
         _load_weights(model, cfg.init_from_ckpt)
     model.to(rt.device)
     meta = {"task": ds.task, "problem_type": ds.problem_type, "max_seq_length": cfg.max_seq_length,
-            "base_model": cfg.model_name, "init_random": cfg.init_random}
-    multi_class = ds.problem_type == "multi_class"
+            "base_model": cfg.model_name, "init_random": cfg.init_random, "metric": metric,
+            "long_text": long_text.to_meta(), "hierarchy_policy": cfg.hierarchy_policy}
 
-    train_x = tokenizer.encode([e.text_a for e in ds.train], [e.text_b for e in ds.train] if ds.task == "pair" else None,
-                               cfg.max_seq_length)
-    train_y = torch.from_numpy(data.encode_labels(ds.train, ds.labels, ds.problem_type))
+    train_x, owner = _encode_train(cfg, ds, tokenizer, long_text)
+    train_y = torch.from_numpy(train_targets)
+    loss_weights = None if weights is None else torch.tensor(weights, dtype=torch.float32, device=rt.device)
+    if weights is not None:
+        log.info("class weights (%s): %s", cfg.class_weights,
+                 ", ".join(f"{label} {w:.2f}" for label, w in zip(ds.labels, weights)))
 
     def loss(module, idx):
         batch = tokenizer.pad([train_x.input_ids[i] for i in idx], [train_x.token_type_ids[i] for i in idx])
         logits = module(**{k: torch.from_numpy(v).to(rt.device) for k, v in batch.items()}).float()
-        target = train_y[idx].to(rt.device)
-        if multi_class:
-            return F.cross_entropy(logits, target, reduction="sum"), {"acc": (logits.argmax(-1) == target).sum()}
-        # Mean over labels, summed over examples (the loop divides by the number of examples).
-        return F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / target.shape[1], {}
+        target = train_y[owner[idx]].to(rt.device)
+        total = classification_loss(logits, target, multi_class=multi_class, loss=cfg.loss, weights=loss_weights,
+                                    gamma=cfg.focal_gamma)
+        return total, {"acc": (logits.argmax(-1) == target).sum()} if multi_class else {}
 
     dev_predictor = TorchPredictor(model, tokenizer, meta, device=str(rt.device), batch_size=max(64, cfg.batch_size),
                                    max_seq_length=cfg.max_seq_length,
                                    amp="bf16" if rt.amp_dtype == torch.bfloat16 else "none")
     dev_y = data.encode_labels(ds.dev, ds.labels, ds.problem_type)
+    tuned: dict = {}  # the thresholds of the last evaluation, saved with the checkpoint it scored
 
     def evaluate() -> float:
         probs = dev_predictor.predict_proba(data.predictor_inputs(ds.dev))
-        return float((probs.argmax(-1) == dev_y).mean()) if multi_class else _micro_f1(dev_y, probs >= 0.5)
+        if multi_class:
+            return metrics.classification_report(ds.labels, dev_y, probs)[metric]
+        hierarchical = ds.problem_type == "hierarchical"
+
+        def score(thresholds) -> float:
+            dev_predictor.thresholds = np.asarray(thresholds)
+            chosen = dev_predictor.decide(probs)
+            return metrics.multilabel_report(ds.labels, dev_y, probs, chosen=chosen, hierarchical=hierarchical)[metric]
+
+        tuned.clear()
+        tuned.update(metrics.tune_thresholds(dev_y, probs, metric=metric, min_support=cfg.threshold_min_support))
+        tuned["dev_at_0.5"] = score([0.5] * len(ds.labels))
+        tuned["dev_at_global"] = score([tuned["global"]] * len(ds.labels))
+        return score(tuned["per_class"])
 
     def save_best(record: dict) -> None:
-        save_checkpoint(model, tokenizer, cfg.save_dir, {**meta, "best_dev_score": record["score"],
+        extra = {"thresholds": dict(tuned)} if tuned else {}
+        save_checkpoint(model, tokenizer, cfg.save_dir, {**meta, **extra, "best_dev_score": record["score"],
                                                          "best_epoch": record["epoch"], "global_step": record["step"]})
+        if tuned:
+            log.info("dev %s %.4f at the tuned thresholds (global %.2f: %.4f, fixed 0.5: %.4f)", metric,
+                     record["score"], tuned["global"], tuned["dev_at_global"], tuned["dev_at_0.5"])
 
     log.info("%s: %d training examples (%s, %d labels)", cfg.model_name, len(ds.train), ds.task, len(ds.labels))
-    job = Job(model, [len(ids) for ids in train_x.input_ids], loss, evaluate, save_best,
-              metric="accuracy" if multi_class else "micro-F1", name=cfg.model_name)
+    job = Job(model, [len(ids) for ids in train_x.input_ids], loss, evaluate, save_best, metric=metric,
+              name=cfg.model_name)
     return fit(job, cfg, rt)
-
-
-def _micro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
-    tp = float((y_true.astype(bool) & y_pred).sum())
-    denom = float(y_true.sum() + y_pred.sum())
-    return 2 * tp / denom if denom else 0.0
 
 
 def _load_weights(model, path: str) -> None:
