@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from zhcls.errors import ZhclsError
 from zhcls.inference.torch_predictor import TorchPredictor
 from zhcls.models.checkpoint import save_checkpoint
 from zhcls.models.pretrained import load_pretrained
-from zhcls.training.loop import Job, LoopConfig, TrainResult, fit, start
+from zhcls.training.loop import Job, LoopConfig, Runtime, TrainResult, fit, start
 
 log = logging.getLogger("zhcls")
 
@@ -88,22 +89,14 @@ def train(config: TrainConfig | None = None, **kwargs) -> TrainResult:
     train_y = torch.from_numpy(data.encode_labels(ds.train, ds.labels, ds.problem_type))
 
     def loss(module, idx):
-        batch = tokenizer.pad([train_x.input_ids[i] for i in idx], [train_x.token_type_ids[i] for i in idx])
-        logits = module(**{k: torch.from_numpy(v).to(rt.device) for k, v in batch.items()}).float()
+        logits = module(**padded_batch(tokenizer, train_x, idx, rt.device)).float()
         target = train_y[idx].to(rt.device)
         if multi_class:
             return F.cross_entropy(logits, target, reduction="sum"), {"acc": (logits.argmax(-1) == target).sum()}
         # Mean over labels, summed over examples (the loop divides by the number of examples).
         return F.binary_cross_entropy_with_logits(logits, target, reduction="sum") / target.shape[1], {}
 
-    dev_predictor = TorchPredictor(model, tokenizer, meta, device=str(rt.device), batch_size=max(64, cfg.batch_size),
-                                   max_seq_length=cfg.max_seq_length,
-                                   amp="bf16" if rt.amp_dtype == torch.bfloat16 else "none")
-    dev_y = data.encode_labels(ds.dev, ds.labels, ds.problem_type)
-
-    def evaluate() -> float:
-        probs = dev_predictor.predict_proba(data.predictor_inputs(ds.dev))
-        return float((probs.argmax(-1) == dev_y).mean()) if multi_class else _micro_f1(dev_y, probs >= 0.5)
+    evaluate = dev_scorer(model, tokenizer, meta, ds, rt, batch_size=cfg.batch_size, max_seq_length=cfg.max_seq_length)
 
     def save_best(record: dict) -> None:
         save_checkpoint(model, tokenizer, cfg.save_dir, {**meta, "best_dev_score": record["score"],
@@ -113,6 +106,26 @@ def train(config: TrainConfig | None = None, **kwargs) -> TrainResult:
     job = Job(model, [len(ids) for ids in train_x.input_ids], loss, evaluate, save_best,
               metric="accuracy" if multi_class else "micro-F1", name=cfg.model_name)
     return fit(job, cfg, rt)
+
+
+def padded_batch(tokenizer, encoded, idx, device) -> dict[str, torch.Tensor]:
+    """The training examples ``idx`` of an encoded split, padded, as tensors on ``device``."""
+    batch = tokenizer.pad([encoded.input_ids[i] for i in idx], [encoded.token_type_ids[i] for i in idx])
+    return {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
+
+
+def dev_scorer(model, tokenizer, meta: dict, ds: data.DatasetFolder, rt: Runtime, *, batch_size: int,
+               max_seq_length: int) -> Callable[[], float]:
+    """A job's ``evaluate``: dev accuracy (micro-F1 for multi-label) of ``model`` as it is now."""
+    dev_predictor = TorchPredictor(model, tokenizer, meta, device=str(rt.device), batch_size=max(64, batch_size),
+                                   max_seq_length=max_seq_length, amp="bf16" if rt.amp_dtype == torch.bfloat16 else "none")
+    dev_y = data.encode_labels(ds.dev, ds.labels, ds.problem_type)
+
+    def evaluate() -> float:
+        probs = dev_predictor.predict_proba(data.predictor_inputs(ds.dev))
+        return float((probs.argmax(-1) == dev_y).mean()) if ds.problem_type == "multi_class" else _micro_f1(dev_y, probs >= 0.5)
+
+    return evaluate
 
 
 def _micro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
