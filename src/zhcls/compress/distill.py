@@ -23,7 +23,7 @@ from torch import nn
 from zhcls import data
 from zhcls.errors import ZhclsError
 from zhcls.inference.torch_predictor import TorchPredictor
-from zhcls.io import check_output_dir
+from zhcls.io import check_output_dir, check_writable
 from zhcls.models.checkpoint import load_checkpoint, read_json, save_checkpoint
 from zhcls.models.pretrained import load_pretrained
 from zhcls.training.finetune import dev_scorer, padded_batch
@@ -146,6 +146,7 @@ def distill(config: DistillConfig | None = None, **kwargs) -> TrainResult:
     if not cfg.resume:
         check_output_dir(cfg.save_dir, flag="--save_dir", overwrite=cfg.overwrite,
                          inputs=[cfg.teacher, cfg.dataset_dir, cfg.student])
+        check_writable(cfg.save_dir, flag="--save_dir")
     rt = start(cfg)
     teacher, teacher_tokenizer, teacher_meta, order = load_teacher(cfg.teacher, "--teacher", ds.labels, rt.device)
     student, tokenizer = load_pretrained(cfg.student, ds.labels, init_random=cfg.init_random,

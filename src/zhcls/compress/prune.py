@@ -27,7 +27,7 @@ from zhcls.compress.importance import importance_scores
 from zhcls.compress.width import DEFAULT_WIDTHS, parse_width, prune_width, width_dir_name
 from zhcls.data.batching import inference_batches
 from zhcls.errors import ZhclsError
-from zhcls.io import atomic_dir, atomic_open, atomic_path, check_output_dir
+from zhcls.io import atomic_dir, atomic_open, atomic_path, check_output_dir, check_writable
 from zhcls.models.checkpoint import save_checkpoint
 from zhcls.training.finetune import dev_scorer, padded_batch
 from zhcls.training.loop import STATE_DIR, Job, LoopConfig, fit, start
@@ -79,6 +79,7 @@ def prune(config: PruneConfig | None = None, **kwargs) -> dict:
             raise ZhclsError(f"--resume: {out} holds no interrupted prune (no {SCORES}); run without --resume")
     else:
         check_output_dir(out, flag="--output_dir", overwrite=cfg.overwrite, inputs=[cfg.params_dir, cfg.dataset_dir])
+        check_writable(out, flag="--output_dir")
         with atomic_dir(out):  # a fresh, empty output folder (with zhcls's marker), replacing an old one whole
             pass
 

@@ -22,7 +22,7 @@ from zhcls.data.tokenizer import SPECIAL_TOKENS, Tokenizer
 from zhcls.errors import ZhclsError
 from zhcls.evaluation.metrics import write_json
 from zhcls.inference.torch_predictor import TorchPredictor
-from zhcls.io import check_output_dir
+from zhcls.io import check_output_dir, check_writable
 from zhcls.models.checkpoint import load_checkpoint, save_checkpoint
 
 log = logging.getLogger("zhcls")
@@ -78,6 +78,7 @@ def prune_vocab(params_dir, dataset_dir, output_dir, *, corpus_files=(), overwri
     texts = domain_texts(dataset_dir, ds, corpus_files)
     check_output_dir(output_dir, flag="--output_dir", overwrite=overwrite,
                      inputs=[params_dir, dataset_dir, *corpus_files])
+    check_writable(output_dir, flag="--output_dir")
     if threads:
         torch.set_num_threads(threads)
     model, tokenizer, meta = load_checkpoint(params_dir)
