@@ -214,6 +214,8 @@ def test_interrupted_prune_resumes_to_the_same_result(teacher, kq, tmp_path, mon
 
 @pytest.mark.slow
 def test_distill_into_a_narrower_student(teacher, kq, arch, shared, tmp_path):
+    from zhcls.deploy.export import export
+
     vocab = str(shared / "vocab/bert-base-chinese/vocab.txt")
     result = distill(teacher=str(teacher), student=str(arch / "student"), init_random=True, vocab_file=vocab,
                      dataset_dir=str(kq), save_dir=str(tmp_path / "student"), hidden_weight=1.0, epochs=1,
@@ -223,6 +225,9 @@ def test_distill_into_a_narrower_student(teacher, kq, arch, shared, tmp_path):
     config = json.loads((tmp_path / "student" / "config.json").read_text())
     assert config["hidden_size"] == 32 and config["zhcls"]["distilled_from"] == str(teacher)
     assert result.best_score == pytest.approx(dev_accuracy(tmp_path / "student", kq))
+    exported = export(tmp_path / "student", tmp_path / "student_onnx", progress=False)  # parity-checked
+    assert exported["fused"]["max_abs_diff"] <= exported["fused"]["tolerance"]
+    assert dev_accuracy(tmp_path / "student_onnx", kq) == pytest.approx(result.best_score, abs=0.02)
     # Another vocabulary: logit distillation works (each side tokenises with its own), hidden matching cannot.
     clue = str(shared / "vocab/roberta-tiny-clue/vocab.txt")
     with pytest.raises(ZhclsError, match="share vocab.txt"):
