@@ -55,7 +55,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="compress_results")
     parser.add_argument("--teacher_epochs", type=int, default=8)
-    parser.add_argument("--prune_epochs", type=int, default=3)
+    parser.add_argument("--prune_epochs", type=int, default=2)
     parser.add_argument("--prune_lr", type=float, default=1e-4)
     parser.add_argument("--student_epochs", type=int, default=8)
     args = parser.parse_args()

@@ -217,8 +217,12 @@ def test_distill_into_a_narrower_student(teacher, kq, arch, shared, tmp_path):
     from zhcls.deploy.export import export
 
     vocab = str(shared / "vocab/bert-base-chinese/vocab.txt")
+    extra = tmp_path / "data.txt"  # unlabeled texts: the teacher labels them
+    extra.write_text("".join(line.split("\t")[0] + "\n" for line in
+                             (shared / "data/kuake_qic/train.txt").read_text(encoding="utf-8").splitlines()[-100:]))
     result = distill(teacher=str(teacher), student=str(arch / "student"), init_random=True, vocab_file=vocab,
                      dataset_dir=str(kq), save_dir=str(tmp_path / "student"), hidden_weight=1.0, epochs=1,
+                     unlabeled_file=str(extra),
                      max_seq_length=48, threads=1, progress=False)
     saved = load_file(tmp_path / "student" / "model.safetensors")
     assert not any(k.startswith(("project", "student")) for k in saved)  # the projection stays out of the checkpoint

@@ -142,7 +142,8 @@ def distill(config: DistillConfig | None = None, **kwargs) -> TrainResult:
         student_config = read_json(Path(cfg.student) / "config.json")
         if "zhcls" in student_config:  # a fine-tuned classifier as the student: it must know these labels
             check_classifier(cfg.student, "--student", ds.labels)
-    unlabeled = data.read_texts(cfg.unlabeled_file, ds.task) if cfg.unlabeled_file else []
+    # Relative to --dataset_dir, like the other data files (an absolute path stays as it is).
+    unlabeled = data.read_texts(Path(cfg.dataset_dir) / cfg.unlabeled_file, ds.task) if cfg.unlabeled_file else []
     if not cfg.resume:
         check_output_dir(cfg.save_dir, flag="--save_dir", overwrite=cfg.overwrite,
                          inputs=[cfg.teacher, cfg.dataset_dir, cfg.student])

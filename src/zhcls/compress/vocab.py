@@ -73,7 +73,8 @@ def prune_vocab(params_dir, dataset_dir, output_dir, *, corpus_files=(), overwri
                 measure: bool = True, threads: int | None = None, progress: bool = True) -> dict:
     """Write a copy of the classifier in ``params_dir`` with only the vocabulary its domain uses; returns the report."""
     config = check_classifier(params_dir, "--params_dir")
-    ds = data.load_dataset(dataset_dir, task=config["zhcls"].get("task", "auto"), require=("dev",))
+    ds = data.load_dataset(dataset_dir, task=config["zhcls"].get("task", "auto"), require=("dev",),
+                           problem_type=config["zhcls"].get("problem_type", "multi_class"))
     check_classifier(params_dir, "--params_dir", ds.labels)
     texts = domain_texts(dataset_dir, ds, corpus_files)
     check_output_dir(output_dir, flag="--output_dir", overwrite=overwrite,
