@@ -218,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--engine", default="uvicorn", choices=["uvicorn", "triton"],
                     help="uvicorn: zhcls's ASGI server; triton: NVIDIA Triton through PyTriton (the [triton] extra)")
     sv.add_argument("--no_access_log", dest="access_log", action="store_false", help="no line per request")
+
+    _prune_parser(sub)
+    _distill_parser(sub)
     return parser
 
 
@@ -401,6 +404,106 @@ def cmd_inspect(args) -> int:
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "models": cmd_models,
             "export": cmd_export, "bench": cmd_bench, "convert": cmd_convert, "inspect": cmd_inspect,
             "serve": cmd_serve}
+
+
+# -- zhcls prune: width pruning with distillation (PaddleNLP prune.py's flags), or --vocab -----------------
+
+def _prune_parser(sub) -> None:
+    r = sub.add_parser("prune", help="cut heads and FFN width (3/4, 2/3, 1/2), distil each width; or --vocab")
+    r.add_argument("--params_dir", "--params_path", dest="params_dir", default="./checkpoint",
+                   help="fine-tuned checkpoint folder to prune")
+    r.add_argument("--dataset_dir", required=True)
+    r.add_argument("--output_dir", default="./prune", help="width_mult_W/ folders, prune_report.json, PNG "
+                   "(with --vocab: the pruned checkpoint folder)")
+    r.add_argument("--width_mult_list", nargs="+", default=["3/4", "2/3", "1/2"],
+                   help="widths, as fractions or decimals; each must keep a whole number of heads")
+    r.add_argument("--per_device_train_batch_size", "--batch_size", dest="batch_size", type=int, default=32)
+    r.add_argument("--per_device_eval_batch_size", dest="eval_batch_size", type=int, default=32)
+    r.add_argument("--learning_rate", type=float, default=None, help="default 3e-5")
+    r.add_argument("--num_train_epochs", "--epochs", dest="epochs", type=int, default=3)
+    r.add_argument("--logging_steps", type=int, default=5)
+    r.add_argument("--save_steps", type=int, default=0, help="also save the resumable state every N steps")
+    r.add_argument("--seed", type=int, default=3)
+    r.add_argument("--max_seq_length", type=int, default=128)
+    r.add_argument("--device", default="auto", help="cpu, gpu or auto")
+    r.add_argument("--threads", type=int, default=0, help="CPU threads (default: all cores)")
+    r.add_argument("--early_stop", action="store_true", help="stop a width after --early_stop_nums epochs without gain")
+    r.add_argument("--early_stop_nums", type=int, default=3)
+    r.add_argument("--resume", action="store_true", help="continue the interrupted prune in --output_dir")
+    r.add_argument("--overwrite", action="store_true", help="replace an --output_dir zhcls did not write")
+    r.add_argument("--temperature", type=float, default=1.0, help="softmax temperature of the logit loss")
+    r.add_argument("--hidden_weight", type=float, default=1.0, help="weight of the hidden-state MSE")
+    r.add_argument("--no_bench", action="store_true", help="skip the ONNX latency measurement")
+    r.add_argument("--train_file", default="train.txt")
+    r.add_argument("--dev_file", default="dev.txt")
+    r.add_argument("--label_file", default="label.txt")
+    r.add_argument("--vocab", action="store_true", help="prune the vocabulary to the tokens the domain uses instead")
+    r.add_argument("--corpus_files", nargs="*", default=[], help="--vocab: more texts whose tokens are kept")
+
+
+def cmd_prune(args) -> None:
+    if args.vocab:
+        from zhcls.compress.vocab import prune_vocab
+
+        report = prune_vocab(args.params_dir, args.dataset_dir, args.output_dir, corpus_files=args.corpus_files,
+                             overwrite=args.overwrite, measure=not args.no_bench, threads=args.threads or None,
+                             progress=not args.quiet)
+        print(json.dumps(report, ensure_ascii=False, indent=1))
+        return
+    from zhcls.compress.prune import PLOT, REPORT, PruneConfig, format_table, prune
+
+    fields = {k: v for k, v in vars(args).items() if k not in ("command", "quiet", "no_bench", "vocab", "corpus_files")}
+    report = prune(PruneConfig(**fields, bench=not args.no_bench, progress=not args.quiet))
+    print(format_table(report))
+    print(f"report: {args.output_dir}/{REPORT}" + ("" if args.no_bench else f"; plot: {args.output_dir}/{PLOT}"))
+
+
+COMMANDS["prune"] = cmd_prune
+
+
+# -- zhcls distill: task distillation from a fine-tuned teacher into a smaller student ------------------
+
+def _distill_parser(sub) -> None:
+    d = sub.add_parser("distill", help="distil a fine-tuned teacher into a smaller student (soft labels, hidden states)")
+    d.add_argument("--teacher", required=True, help="fine-tuned teacher checkpoint folder")
+    d.add_argument("--student", "--model", dest="student", required=True, help="zoo name, hub id or folder")
+    d.add_argument("--init_random", action="store_true", help="the student starts from random weights")
+    d.add_argument("--vocab_file", default=None, help="the student's vocab.txt with --init_random")
+    d.add_argument("--dataset_dir", required=True)
+    d.add_argument("--train_file", default="train.txt")
+    d.add_argument("--dev_file", default="dev.txt")
+    d.add_argument("--label_file", default="label.txt")
+    d.add_argument("--unlabeled_file", default=None, help="extra texts, labelled by the teacher (e.g. data.txt)")
+    d.add_argument("--save_dir", default="./distilled", help="where the student's best checkpoint is written")
+    d.add_argument("--temperature", type=float, default=2.0)
+    d.add_argument("--alpha", type=float, default=0.5, help="weight of the teacher's soft labels (1 - alpha: gold)")
+    d.add_argument("--hidden_weight", type=float, default=0.0,
+                   help="> 0: also match hidden states through a projection (same vocab.txt needed)")
+    d.add_argument("--max_seq_length", type=int, default=128)
+    d.add_argument("--batch_size", type=int, default=32)
+    d.add_argument("--learning_rate", type=float, default=None, help="default 3e-5 (pretrained), 5e-4 (--init_random)")
+    d.add_argument("--epochs", type=int, default=10)
+    d.add_argument("--early_stop", action="store_true")
+    d.add_argument("--early_stop_nums", type=int, default=3)
+    d.add_argument("--logging_steps", type=int, default=5)
+    d.add_argument("--save_steps", type=int, default=0)
+    d.add_argument("--seed", type=int, default=3)
+    d.add_argument("--device", default="auto", help="cpu, gpu or auto")
+    d.add_argument("--threads", type=int, default=0, help="CPU threads (default: all cores)")
+    d.add_argument("--resume", action="store_true", help="continue the interrupted run in --save_dir")
+    d.add_argument("--overwrite", action="store_true", help="replace a --save_dir zhcls did not write")
+
+
+def cmd_distill(args) -> None:
+    from zhcls.compress.distill import DistillConfig, distill
+
+    fields = {k: v for k, v in vars(args).items() if k not in ("command", "quiet")}
+    result = distill(DistillConfig(**fields, progress=not args.quiet))
+    print(f"best dev score {result.best_score:.4f} (epoch {result.best_epoch}) in {result.seconds:.0f}s; "
+          f"student: {result.save_dir}")
+
+
+COMMANDS["distill"] = cmd_distill
 
 
 def main(argv=None) -> int:

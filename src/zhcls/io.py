@@ -119,3 +119,15 @@ def check_output_dir(path, *, flag: str, overwrite: bool = False, inputs: Iterab
         raise ZhclsError(f"{flag} {path}: holds files zhcls did not write and would be replaced whole; "
                          "choose another folder, or pass --overwrite to replace it")
     return path
+
+
+def check_writable(path, *, flag: str) -> Path:
+    """Fail before any work when the folder ``path`` could not be written (its parent is a file, is
+    read-only, ...): a long run must not end in a traceback at its first save."""
+    path = Path(path).expanduser()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    except OSError as e:
+        raise ZhclsError(f"{flag} {path}: cannot write there ({e.strerror or e})") from None
+    return path

@@ -220,9 +220,11 @@ class Encoder(nn.Module):
         super().__init__()
         self.layer = nn.ModuleList(Layer(c, h, i) for h, i in zip(c.layer_num_heads, c.layer_intermediate_sizes))
 
-    def forward(self, x, mask):
+    def forward(self, x, mask, states: list | None = None):
         for layer in self.layer:
             x = layer(x, mask)
+            if states is not None:
+                states.append(x)
         return x
 
 
@@ -247,7 +249,8 @@ class Backbone(nn.Module):
         if c.model_type != "electra":  # ELECTRA has no pooler: its "pooled output" is the [CLS] state
             self.pooler = Pooler(c)
 
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None):
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, states: list | None = None):
+        """``states``, when given, receives the embedding output and every layer's output (distillation)."""
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         x = self.embeddings(input_ids, token_type_ids)
@@ -256,7 +259,9 @@ class Backbone(nn.Module):
         # Additive key mask, broadcast over heads and queries: 0 = attend, the dtype's minimum = ignore.
         # Additive rather than boolean: that is the form ONNX Runtime's attention fusion recognises.
         mask = None if attention_mask is None else (1.0 - attention_mask[:, None, None, :].to(x.dtype)) * torch.finfo(x.dtype).min
-        hidden = self.encoder(x, mask)
+        if states is not None:
+            states.append(x)
+        hidden = self.encoder(x, mask, states)
         pooled = self.pooler(hidden) if hasattr(self, "pooler") else hidden[:, 0]
         return hidden, pooled
 
@@ -311,11 +316,16 @@ class SequenceClassifier(nn.Module):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
 
-    def forward(self, input_ids, token_type_ids=None, attention_mask=None):
-        _, pooled = self.backbone(input_ids, token_type_ids, attention_mask)
+    def forward(self, input_ids, token_type_ids=None, attention_mask=None, output_hidden_states: bool = False):
+        """Logits; with ``output_hidden_states``, (logits, hidden states): the embedding output and each
+        layer's output, every one (batch, seq, hidden), as transformers orders them."""
+        states = [] if output_hidden_states else None
+        _, pooled = self.backbone(input_ids, token_type_ids, attention_mask, states)
         if self.config.model_type == "electra":
-            return self.classifier(pooled)
-        return self.classifier(self.dropout(pooled))
+            logits = self.classifier(pooled)
+        else:
+            logits = self.classifier(self.dropout(pooled))
+        return (logits, tuple(states)) if output_hidden_states else logits
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

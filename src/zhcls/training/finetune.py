@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from zhcls.inference.predictor import check_max_seq_length
 from zhcls.inference.torch_predictor import TorchPredictor
 from zhcls.models.checkpoint import save_checkpoint
 from zhcls.models.pretrained import load_pretrained
-from zhcls.training.loop import Job, LoopConfig, TrainResult, fit, start
+from zhcls.training.loop import Job, LoopConfig, Runtime, TrainResult, fit, start
 from zhcls.training.losses import LOSSES, class_weights, classification_loss
 
 log = logging.getLogger("zhcls")
@@ -154,16 +155,14 @@ def train(config: TrainConfig | None = None, **kwargs) -> TrainResult:
                  ", ".join(f"{label} {w:.2f}" for label, w in zip(ds.labels, weights)))
 
     def loss(module, idx):
-        batch = tokenizer.pad([train_x.input_ids[i] for i in idx], [train_x.token_type_ids[i] for i in idx])
-        logits = module(**{k: torch.from_numpy(v).to(rt.device) for k, v in batch.items()}).float()
+        logits = module(**padded_batch(tokenizer, train_x, idx, rt.device)).float()
         target = train_y[owner[idx]].to(rt.device)
         total = classification_loss(logits, target, multi_class=multi_class, loss=cfg.loss, weights=loss_weights,
                                     gamma=cfg.focal_gamma)
         return total, {"acc": (logits.argmax(-1) == target).sum()} if multi_class else {}
 
-    dev_predictor = TorchPredictor(model, tokenizer, meta, device=str(rt.device), batch_size=max(64, cfg.batch_size),
-                                   max_seq_length=cfg.max_seq_length,
-                                   amp="bf16" if rt.amp_dtype == torch.bfloat16 else "none")
+    dev_predictor = dev_predictor_for(model, tokenizer, meta, rt, batch_size=cfg.batch_size,
+                                      max_seq_length=cfg.max_seq_length)
     dev_y = data.encode_labels(ds.dev, ds.labels, ds.problem_type)
     tuned: dict = {}  # the thresholds of the last evaluation, saved with the checkpoint it scored
 
@@ -196,6 +195,34 @@ def train(config: TrainConfig | None = None, **kwargs) -> TrainResult:
     job = Job(model, [len(ids) for ids in train_x.input_ids], loss, evaluate, save_best, metric=metric,
               name=cfg.model_name)
     return fit(job, cfg, rt)
+
+
+def padded_batch(tokenizer, encoded, idx, device) -> dict[str, torch.Tensor]:
+    """The training examples ``idx`` of an encoded split, padded, as tensors on ``device``."""
+    batch = tokenizer.pad([encoded.input_ids[i] for i in idx], [encoded.token_type_ids[i] for i in idx])
+    return {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
+
+
+def dev_predictor_for(model, tokenizer, meta: dict, rt: Runtime, *, batch_size: int,
+                      max_seq_length: int) -> TorchPredictor:
+    """The predictor a job scores dev with: the model as it is now, on the loop's device and autocast dtype."""
+    return TorchPredictor(model, tokenizer, meta, device=str(rt.device), batch_size=max(64, batch_size),
+                          max_seq_length=max_seq_length, amp="bf16" if rt.amp_dtype == torch.bfloat16 else "none")
+
+
+def dev_scorer(model, tokenizer, meta: dict, ds: data.DatasetFolder, rt: Runtime, *, batch_size: int,
+               max_seq_length: int) -> Callable[[], float]:
+    """A job's ``evaluate``: dev accuracy (multi-label: micro-F1 at the stored thresholds) of ``model`` as it is now."""
+    dev_predictor = dev_predictor_for(model, tokenizer, meta, rt, batch_size=batch_size, max_seq_length=max_seq_length)
+    dev_y = data.encode_labels(ds.dev, ds.labels, ds.problem_type)
+
+    def evaluate() -> float:
+        probs = dev_predictor.predict_proba(data.predictor_inputs(ds.dev))
+        if ds.problem_type == "multi_class":
+            return metrics.classification_report(ds.labels, dev_y, probs)["accuracy"]
+        return metrics.multilabel_report(ds.labels, dev_y, probs, chosen=dev_predictor.decide(probs))["micro_f1"]
+
+    return evaluate
 
 
 def _load_weights(model, path: str) -> None:

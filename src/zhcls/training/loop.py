@@ -117,13 +117,13 @@ def rank_device(device: str, local_rank: int, world: int, cuda: bool) -> str:
     return device
 
 
-def start(cfg: LoopConfig, inputs: Sequence = ()) -> Runtime:
+def start(cfg: LoopConfig, inputs: Sequence = (), flag: str = "--save_dir") -> Runtime:
     """Settings and save_dir checks, threads, seed, process group (under torchrun), device and AMP; call
     before building the model. ``inputs``: the files and folders the command reads, which save_dir
-    must never replace."""
+    must never replace; ``flag``: the command's name for save_dir, in its error messages."""
     cfg.check()
     if not cfg.resume:  # --resume continues in save_dir; otherwise save_dir must be ours to replace
-        check_output_dir(cfg.save_dir, flag="--save_dir", overwrite=cfg.overwrite, inputs=inputs)
+        check_output_dir(cfg.save_dir, flag=flag, overwrite=cfg.overwrite, inputs=inputs)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     device = resolve_device(rank_device(cfg.device, int(os.environ.get("LOCAL_RANK", "0")), world,
                                         torch.cuda.is_available()))
