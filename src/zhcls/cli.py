@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max_steps", type=int, default=0, help="stop after N optimizer steps")
     t.add_argument("--threads", type=int, default=0, help="CPU threads (default: all cores)")
     t.add_argument("--cache_dir", default=None, help="hub download cache")
+    t.add_argument("--no_baseline", action="store_true", help="skip the TF-IDF baseline's dev score beside the model's")
 
     e = sub.add_parser("evaluate", help="accuracy, top-k, per-class P/R/F1, confusion matrix and bad cases")
     _add_common_data(e)
@@ -74,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--output_dir", default=None, help="where reports go (default: PARAMS_PATH/eval)")
     e.add_argument("--splits", default="train,dev,test", help="comma-separated splits to evaluate")
     e.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
+    e.add_argument("--no_baseline", action="store_true", help="skip the TF-IDF baseline's dev score beside the model's")
     _add_runtime(e)
 
     p = sub.add_parser("predict", help="label every line of data.txt")
@@ -123,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("inspect", help="format, architecture, parameters, unused / missing tensors of a checkpoint")
     i.add_argument("src", help="checkpoint folder (HF, PaddleNLP or TensorFlow)")
+    _add_analysis_commands(sub)
     return parser
 
 
@@ -153,11 +156,16 @@ def _setup_logging(quiet: bool) -> None:
 def cmd_train(args) -> None:
     from zhcls.training import TrainConfig, train
 
-    fields = {k: v for k, v in vars(args).items() if k not in ("command", "quiet")}
+    fields = {k: v for k, v in vars(args).items() if k not in ("command", "quiet", "no_baseline")}
     result = train(TrainConfig(**fields, progress=not args.quiet))
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary line, from the first process
-            print(f"best dev score {result.best_score:.4f} (epoch {result.best_epoch}) in {result.seconds:.0f}s; "
+        print(f"best dev score {result.best_score:.4f} (epoch {result.best_epoch}) in {result.seconds:.0f}s; "
               f"checkpoint: {result.save_dir}")
+        if not args.no_baseline:
+            from zhcls.evaluation.baseline import baseline
+
+            print(baseline(args.dataset_dir, train_file=args.train_file, dev_file=args.dev_file,
+                           label_file=args.label_file, task=args.task, problem_type=args.problem_type).line())
 
 
 def cmd_evaluate(args) -> None:
@@ -174,9 +182,15 @@ def cmd_evaluate(args) -> None:
     reports = evaluate(args.params_path, args.dataset_dir, splits=splits, output_dir=args.output_dir,
                        batch_size=args.batch_size, max_seq_length=args.max_seq_length, device=args.device,
                        backend=args.backend, train_file=args.train_file, dev_file=args.dev_file,
-                       test_file=args.test_file, label_file=args.label_file, progress=not args.quiet)
+                       test_file=args.test_file, label_file=args.label_file, progress=not args.quiet,
+                       baseline="dev" in splits and not args.no_baseline)
     for split, report in reports.items():
         print(format_report(report, title=split))
+    if "baseline" in reports.get("dev", {}):
+        dev, base = reports["dev"], reports["dev"]["baseline"]
+        model_score = 100 * (dev["accuracy"] if "accuracy" in dev else dev["micro_f1"])
+        print(f"dev {base['metric']}: model {model_score:.2f}, TF-IDF + linear SVM baseline {base['score']:.2f} "
+              f"({base['seconds']:.1f}s)")
 
 
 def cmd_predict(args) -> None:
@@ -261,6 +275,24 @@ def cmd_inspect(args) -> None:
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "models": cmd_models,
             "export": cmd_export, "bench": cmd_bench, "convert": cmd_convert, "inspect": cmd_inspect}
+
+
+# --- baseline, analyze, augment, explain (the analysis commands: parsers, commands, table entries) ---
+def _add_analysis_commands(sub) -> None:
+    bl = sub.add_parser("baseline", help="dev score of a character n-gram TF-IDF + linear SVM model, in seconds")
+    _add_common_data(bl)
+    bl.add_argument("--task", default="auto", choices=["auto", "text", "pair"])
+    bl.add_argument("--problem_type", default="multi_class", choices=["multi_class", "multi_label", "hierarchical"])
+
+
+def cmd_baseline(args) -> None:
+    from zhcls.evaluation.baseline import baseline
+
+    print(baseline(args.dataset_dir, train_file=args.train_file, dev_file=args.dev_file, label_file=args.label_file,
+                   task=args.task, problem_type=args.problem_type).line())
+
+
+COMMANDS.update({"baseline": cmd_baseline})
 
 
 def main(argv=None) -> int:

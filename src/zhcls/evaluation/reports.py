@@ -22,8 +22,10 @@ log = logging.getLogger("zhcls")
 def evaluate(params_path, dataset_dir, *, splits=("train", "dev", "test"), output_dir=None, batch_size: int = 32,
              max_seq_length: int | None = None, device: str = "auto", backend: str = "auto",
              train_file="train.txt", dev_file="dev.txt", test_file="test.txt", label_file="label.txt",
-             plot: bool = True, progress: bool = True, predictor: Predictor | None = None) -> dict:
-    """Reports per split (``{"dev": {...}, ...}``); files land in ``output_dir`` (default params_path/eval)."""
+             plot: bool = True, progress: bool = True, predictor: Predictor | None = None,
+             baseline: bool = False) -> dict:
+    """Reports per split (``{"dev": {...}, ...}``); files land in ``output_dir`` (default params_path/eval).
+    ``baseline``: the dev report also holds the TF-IDF baseline's score on the same folder (``"baseline"``)."""
     # Read and validate the data before the model is loaded.
     meta = read_meta(params_path) if predictor is None else {"task": predictor.task, "problem_type": predictor.problem_type}
     problem_type = meta.get("problem_type", "multi_class")
@@ -54,6 +56,10 @@ def evaluate(params_path, dataset_dir, *, splits=("train", "dev", "test"), outpu
                 metrics.plot_confusion(report, out / f"confusion_{split}.png")
         else:
             report = metrics.multilabel_report(labels, y_true, probs)
+        if split == "dev" and baseline and ds.train:
+            from zhcls.evaluation.baseline import run_baseline
+
+            report["baseline"] = run_baseline(ds).to_dict()
         reports[split] = report
         log.info("%s", metrics.format_report(report, title=f"{split} ({len(examples)} examples)"))
     metrics.write_json(out / "report.json", reports)
@@ -63,6 +69,5 @@ def evaluate(params_path, dataset_dir, *, splits=("train", "dev", "test"), outpu
 
 def dev_score(labels: list[str], y_true: np.ndarray, logits: np.ndarray, problem_type: str) -> float:
     """Dev accuracy (multi_class) or micro-F1 (multi-label), in points."""
-    if problem_type == "multi_class":
-        return 100 * metrics.classification_report(labels, y_true, softmax(logits))["accuracy"]
-    return 100 * metrics.multilabel_report(labels, y_true, sigmoid(logits))["micro_f1"]
+    probs = softmax(logits) if problem_type == "multi_class" else sigmoid(logits)
+    return metrics.headline(labels, y_true, probs, problem_type)
