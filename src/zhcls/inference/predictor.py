@@ -37,12 +37,17 @@ class Predictor:
         raise NotImplementedError
 
     def logits(self, texts_a: list[str], texts_b: list[str] | None = None, progress: bool = False) -> np.ndarray:
+        return self.run(self._forward, len(self.labels), texts_a, texts_b, progress)
+
+    def run(self, forward, width: int, texts_a: list[str], texts_b: list[str] | None = None,
+            progress: bool = False) -> np.ndarray:
+        """``forward(padded batch) -> (batch, width)`` over the texts, in length-sorted batches, in input order."""
         enc = self.tokenizer.encode(list(texts_a), None if texts_b is None else list(texts_b), self.max_seq_length)
-        out = np.zeros((len(texts_a), len(self.labels)), dtype=np.float32)
+        out = np.zeros((len(texts_a), width), dtype=np.float32)
         batches = inference_batches([len(ids) for ids in enc.input_ids], self.batch_size)
         for idx in tqdm(batches, desc="predict", unit="batch", disable=not progress, leave=False):
             batch = self.tokenizer.pad([enc.input_ids[i] for i in idx], [enc.token_type_ids[i] for i in idx])
-            out[idx] = self._forward(batch)
+            out[idx] = forward(batch)
         return out
 
     def predict_proba(self, texts, progress: bool = False) -> np.ndarray:
