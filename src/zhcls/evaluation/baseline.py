@@ -48,15 +48,19 @@ class Baseline:
             return sparse.hstack([a, b, a.multiply(b)]).tocsr()
         return a
 
+    def make_vectorizer(self, examples: Sequence[data.Example]):
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        texts = [e.text_a for e in examples] + [e.text_b for e in examples if e.text_b is not None]
+        return TfidfVectorizer(analyzer="char", ngram_range=self.ngram_range, sublinear_tf=True, lowercase=True,
+                               dtype=np.float32).fit(texts)
+
     def fit(self, examples: Sequence[data.Example]) -> Baseline:
         from sklearn.calibration import CalibratedClassifierCV
-        from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.multiclass import OneVsRestClassifier
         from sklearn.svm import LinearSVC
 
-        texts = [e.text_a for e in examples] + [e.text_b for e in examples if e.text_b is not None]
-        self.vectorizer = TfidfVectorizer(analyzer="char", ngram_range=self.ngram_range, sublinear_tf=True,
-                                          lowercase=True, dtype=np.float32).fit(texts)
+        self.vectorizer = self.make_vectorizer(examples)
         x = self.features(examples)
         y = data.encode_labels(examples, self.labels, self.problem_type)
         if self.problem_type != "multi_class":
