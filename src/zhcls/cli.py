@@ -284,6 +284,61 @@ def _add_analysis_commands(sub) -> None:
     bl.add_argument("--task", default="auto", choices=["auto", "text", "pair"])
     bl.add_argument("--problem_type", default="multi_class", choices=["multi_class", "multi_label", "hierarchical"])
 
+    an = sub.add_parser("analyze", help="data quality: mislabelled training rows (dirty), weakly supported dev "
+                                        "examples (sparse)")
+    kinds = an.add_subparsers(dest="analysis", metavar="ANALYSIS", required=True)
+    d = kinds.add_parser("dirty", help="rank training rows by how likely their label is wrong; write train_dirty.txt "
+                                       "and train_clean.txt")
+    d.add_argument("--dirty_num", type=int, default=None, help="rows to flag (default: confident learning's estimate)")
+    d.add_argument("--method", default=None, choices=["oof", "model", "both"],
+                   help="oof: out-of-fold TF-IDF baseline; model: the checkpoint's scores; both (default with "
+                        "--params_path)")
+    d.add_argument("--folds", type=int, default=5, help="folds of the out-of-fold scores")
+    s = kinds.add_parser("sparse", help="dev examples the training data barely supports; augment their support or "
+                                        "pick rows of data.txt to annotate")
+    s.add_argument("--strategy", default=None, choices=["augment", "annotate"])
+    s.add_argument("--sparse_num", type=int, default=100, help="least supported dev examples to report")
+    s.add_argument("--support_num", type=int, default=100, help="supporting training rows to augment")
+    s.add_argument("--annotate_num", type=int, default=100, help="rows of --unlabeled_file to pick for annotation")
+    s.add_argument("--support_k", type=int, default=5, help="support = mean similarity to this many neighbours")
+    s.add_argument("--dev_file", default="dev.txt")
+    s.add_argument("--unlabeled_file", default="data.txt", help="unlabelled rows in --dataset_dir (annotate)")
+    s.add_argument("--aug_strategy", default="mix")
+    s.add_argument("--create_n", type=int, default=2)
+    s.add_argument("--aug_percent", type=float, default=0.1)
+    for k in (d, s):
+        k.add_argument("--dataset_dir", required=True)
+        k.add_argument("--train_file", default="train.txt")
+        k.add_argument("--label_file", default="label.txt")
+        k.add_argument("--params_path", default=None, help="a trained checkpoint: adds its view (optional)")
+        k.add_argument("--output_dir", default=None, help="where the files go (default: --dataset_dir)")
+        k.add_argument("--seed", type=int, default=0)
+        _add_runtime(k)
+
+    g = sub.add_parser("augment", help="new training rows, labels kept: synonyms, homophones, insert, delete, swap")
+    g.add_argument("--train_path", required=True, help="dataset file to augment")
+    g.add_argument("--aug_path", required=True, help="where the augmented rows go (a dataset file)")
+    g.add_argument("--label_file", default=None, help="default: label.txt beside --train_path")
+    g.add_argument("--aug_strategy", default="mix", help="mix, or a comma list of synonym (substitute), homophone, "
+                                                         "insert, delete, swap")
+    g.add_argument("--create_n", type=int, default=2, help="new rows per row (at most)")
+    g.add_argument("--aug_percent", type=float, default=0.1, help="share of words changed, in (0, 1]")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--task", default="auto", choices=["auto", "text", "pair"])
+    g.add_argument("--problem_type", default="multi_class", choices=["multi_class", "multi_label", "hierarchical"])
+
+    x = sub.add_parser("explain", help="word attributions (integrated gradients) and supporting training rows")
+    x.add_argument("--params_path", default="./checkpoint", help="checkpoint folder")
+    x.add_argument("--text", nargs="+", default=None, help="texts to explain (a pair: 'text_a<TAB>text_b')")
+    x.add_argument("--data_file", default=None, help="or a file of texts, one per line")
+    x.add_argument("--dataset_dir", default=None, help="adds the supporting training rows (sentence level)")
+    x.add_argument("--train_file", default="train.txt")
+    x.add_argument("--label_file", default="label.txt")
+    x.add_argument("--support_num", type=int, default=3)
+    x.add_argument("--steps", type=int, default=20, help="integrated-gradients steps")
+    x.add_argument("--output_file", default="explain.html", help="HTML highlight of the attributions")
+    _add_runtime(x)
+
 
 def cmd_baseline(args) -> None:
     from zhcls.evaluation.baseline import baseline
@@ -292,7 +347,63 @@ def cmd_baseline(args) -> None:
                    task=args.task, problem_type=args.problem_type).line())
 
 
-COMMANDS.update({"baseline": cmd_baseline})
+def cmd_analyze(args) -> None:
+    runtime = {"device": args.device, "batch_size": args.batch_size, "max_seq_length": args.max_seq_length,
+               "progress": not args.quiet}
+    files = {"train_file": args.train_file, "label_file": args.label_file}
+    if args.analysis == "dirty":
+        from zhcls.analysis.dirty import analyze_dirty
+
+        r = analyze_dirty(args.dataset_dir, params_path=args.params_path, method=args.method,
+                          dirty_num=args.dirty_num, output_dir=args.output_dir, folds=args.folds, seed=args.seed,
+                          **files, **runtime)
+        print(f"{len(r.dirty)} suspicious rows (confident learning estimates {r.estimated_noisy}) -> {r.dirty_path}; "
+              f"the other rows -> {r.clean_path}")
+        return
+    from zhcls.analysis.sparse import analyze_sparse
+
+    r = analyze_sparse(args.dataset_dir, params_path=args.params_path, strategy=args.strategy,
+                       sparse_num=args.sparse_num, support_num=args.support_num, annotate_num=args.annotate_num,
+                       support_k=args.support_k, output_dir=args.output_dir, dev_file=args.dev_file,
+                       unlabeled_file=args.unlabeled_file, aug_strategy=args.aug_strategy, create_n=args.create_n,
+                       aug_percent=args.aug_percent, seed=args.seed, **files, **runtime)
+    by_class = ", ".join(f"{label} {n}" for label, n in r.classes.items())
+    print(f"{len(r.sparse)} least supported dev examples -> {r.sparse_path} ({by_class})")
+    if r.support_path:
+        print(f"{len(r.picked)} support rows -> {r.support_path}"
+              + (f"; new training file -> {r.train_aug_path}" if r.train_aug_path else " (to annotate)"))
+
+
+def cmd_augment(args) -> None:
+    from zhcls.analysis.augment import augment_file
+
+    n = augment_file(args.train_path, args.aug_path, label_file=args.label_file, strategies=args.aug_strategy,
+                     create_n=args.create_n, aug_percent=args.aug_percent, seed=args.seed, task=args.task,
+                     problem_type=args.problem_type, progress=not args.quiet)
+    print(f"{n} augmented rows -> {args.aug_path}")
+
+
+def cmd_explain(args) -> None:
+    from zhcls import data
+    from zhcls.analysis.explain import explain, format_explanation
+    from zhcls.errors import ZhclsError
+    from zhcls.inference.loading import read_meta
+
+    if bool(args.text) == bool(args.data_file):
+        raise ZhclsError("explain: give --text or --data_file (one of them)")
+    if args.data_file:
+        texts = data.predictor_inputs(data.read_texts(args.data_file, read_meta(args.params_path).get("task", "auto")))
+    else:
+        texts = [tuple(t.split("\t", 1)) if "\t" in t else t for t in args.text]
+    for e in explain(args.params_path, texts, dataset_dir=args.dataset_dir, train_file=args.train_file,
+                     label_file=args.label_file, support_num=args.support_num, steps=args.steps,
+                     output_file=args.output_file, device=args.device, max_seq_length=args.max_seq_length,
+                     batch_size=args.batch_size):
+        print(format_explanation(e))
+    print(f"highlight: {args.output_file}")
+
+
+COMMANDS.update({"baseline": cmd_baseline, "analyze": cmd_analyze, "augment": cmd_augment, "explain": cmd_explain})
 
 
 def main(argv=None) -> int:
