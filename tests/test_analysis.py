@@ -96,6 +96,9 @@ def test_dirty_cli_writes_elsewhere_and_checks_flags(shared, tmp_path, run_cli):
     assert not (folder / "train_dirty.txt").exists()
     assert_one_line_error(run_cli("analyze", "dirty", "--dataset_dir", folder, "--method", "model"), "--params_path")
     assert_one_line_error(run_cli("analyze", "dirty", "--dataset_dir", folder, "--dirty_num", 601), "--dirty_num")
+    (folder / "train_clean.txt").write_text((folder / "train.txt").read_text(encoding="utf-8"), encoding="utf-8")
+    assert_one_line_error(run_cli("analyze", "dirty", "--dataset_dir", folder, "--train_file", "train_clean.txt"),
+                          "would overwrite an input")
 
 
 @pytest.fixture(scope="module")

@@ -113,3 +113,11 @@ def check_output_dir(path, *, flag: str, overwrite: bool = False, inputs: Iterab
         raise ZhclsError(f"{flag} {path}: holds files zhcls did not write and would be replaced whole; "
                          "choose another folder, or pass --overwrite to replace it")
     return path
+
+
+def check_output_files(paths: Iterable, *, flag: str, inputs: Iterable) -> None:
+    """The guard before a command writes files beside its inputs: none of ``paths`` may be one of ``inputs``."""
+    sources = {Path(p).expanduser().resolve() for p in inputs}
+    for path in paths:
+        if Path(path).expanduser().resolve() in sources:
+            raise ZhclsError(f"{flag}: {path} would overwrite an input; choose another {flag}")

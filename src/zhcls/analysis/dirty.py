@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from zhcls import data
 from zhcls.errors import ZhclsError
 from zhcls.evaluation.baseline import Baseline, require_sklearn
-from zhcls.io import atomic_open
+from zhcls.io import atomic_open, check_output_files
 
 log = logging.getLogger("zhcls")
 
@@ -95,6 +95,9 @@ def analyze_dirty(dataset_dir, *, params_path=None, method: str | None = None, d
     if folds < 2:
         raise ZhclsError("--folds must be at least 2")
     ds = data.load_dataset(dataset_dir, train_file=train_file, label_file=label_file, require=("train",))
+    out = Path(output_dir or dataset_dir)
+    check_output_files([out / "train_dirty.txt", out / "train_clean.txt"], flag="--output_dir",
+                       inputs=[Path(dataset_dir) / train_file, Path(dataset_dir) / label_file])
     if ds.problem_type != "multi_class":
         raise ZhclsError("analyze dirty handles single-label (multi_class) data")
     if dirty_num is not None and not 0 < dirty_num <= len(ds.train):
@@ -116,7 +119,6 @@ def analyze_dirty(dataset_dir, *, params_path=None, method: str | None = None, d
     count = dirty_num or max(estimated, 1)
     result = DirtyResult(order, suggested, probs, estimated, order[:count])
 
-    out = Path(output_dir or dataset_dir)
     result.dirty_path, result.clean_path = out / "train_dirty.txt", out / "train_clean.txt"
     _write_dirty(result.dirty_path, ds, result)
     flagged = set(result.dirty.tolist())

@@ -24,7 +24,7 @@ from zhcls import data
 from zhcls.analysis.similarity import SentenceSpace, similarities, top_k_mean
 from zhcls.errors import ZhclsError
 from zhcls.evaluation import metrics
-from zhcls.io import atomic_open
+from zhcls.io import atomic_open, check_output_files
 
 log = logging.getLogger("zhcls")
 
@@ -70,11 +70,16 @@ def analyze_sparse(dataset_dir, *, params_path=None, strategy: str | None = None
         if value < 1:
             raise ZhclsError(f"{flag} {value}: must be at least 1")
     ds = data.load_dataset(dataset_dir, train_file=train_file, dev_file=dev_file, label_file=label_file)
+    out = Path(output_dir or dataset_dir)
+    root = Path(dataset_dir)
+    check_output_files([out / name for name in ("sparse.txt", "sparse_report.json", "support.txt",
+                                                "train_sparse_aug.txt")], flag="--output_dir",
+                       inputs=[root / name for name in (train_file, dev_file, label_file, unlabeled_file)])
     if ds.problem_type != "multi_class":
         raise ZhclsError("analyze sparse handles single-label (multi_class) data")
     pool = None
     if strategy == "annotate":  # read before any model is loaded: fail fast on an empty or missing file
-        pool = data.read_texts(Path(dataset_dir) / unlabeled_file, ds.task)
+        pool = data.read_texts(root / unlabeled_file, ds.task)
     if strategy == "augment":
         from zhcls.analysis.augment import Augmenter
 
@@ -95,7 +100,6 @@ def analyze_sparse(dataset_dir, *, params_path=None, strategy: str | None = None
     order = np.argsort(support, kind="stable")[:min(sparse_num, len(ds.dev))]
     classes = Counter(ds.labels[y_dev[i]] for i in order)
 
-    out = Path(output_dir or dataset_dir)
     result = SparseResult(support, order, dict(classes.most_common()), data.write_examples(out / "sparse.txt",
                                                                                          [ds.dev[i] for i in order]))
     metrics.write_json(out / "sparse_report.json", {
