@@ -224,6 +224,9 @@ def test_dirty_with_the_checkpoint_and_a_label_mismatch(one_thread, waimai_ckpt,
     oof = analyze_dirty(folder, output_dir=tmp_path / "oof", dirty_num=10, progress=False)
     # "both" averages the checkpoint's probabilities into the out-of-fold ones.
     assert not np.allclose(result.probs, oof.probs) and result.probs.shape == oof.probs.shape
+    sparse = analyze_sparse(folder, params_path=ckpt, sparse_num=10, output_dir=tmp_path, progress=False)
+    report = json.loads((tmp_path / "sparse_report.json").read_text(encoding="utf-8"))
+    assert report["features"] == "model features" and len(report["sparse"]) == 10 == len(sparse.sparse)
     swapped = tmp_path / "swapped"
     subset(folder, swapped, 50, 20)
     (swapped / "label.txt").write_text("1\n0\n", encoding="utf-8")
