@@ -27,19 +27,13 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from zhcls import data
-from zhcls.errors import ZhclsError
+from zhcls.errors import ZhclsError, require
 
 log = logging.getLogger("zhcls")
 
 STRATEGIES = ("synonym", "homophone", "insert", "delete", "swap")
 ALIASES = {"substitute": "synonym", "mix": ",".join(STRATEGIES)}
 MAX_TRIES = 4  # attempts per requested row before giving up on a row that will not change
-
-
-def _require(module: str):
-    if importlib.util.find_spec(module) is None:
-        raise ZhclsError(f"zhcls augment needs the {module} package: pip install 'zhcls[analysis]'")
-    return importlib.import_module(module)
 
 
 def synonym_groups() -> dict[str, list[str]]:
@@ -82,7 +76,7 @@ class Augmenter:
         self.strategies = parse_strategies(strategies)
         self.aug_percent = aug_percent
         self.rng = random.Random(seed)
-        jieba = _require("jieba")
+        jieba = require("jieba", "analysis", "word segmentation")
         jieba.setLogLevel(logging.WARNING)
         self.cut = jieba.lcut
         self.synonyms = synonym_groups() if {"synonym", "insert"} & set(self.strategies) else {}
@@ -93,7 +87,7 @@ class Augmenter:
         """Characters of ``texts`` grouped by their pinyin with tone."""
         if "homophone" not in self.strategies:
             return
-        pypinyin = _require("pypinyin")
+        pypinyin = require("pypinyin", "analysis", "homophone augmentation")
         chars = sorted({ch for text in texts for ch in text if "\u4e00" <= ch <= "\u9fff"})
         readings = pypinyin.lazy_pinyin(chars, style=pypinyin.Style.TONE3, errors="ignore")
         self._pinyin = dict(zip(chars, readings))

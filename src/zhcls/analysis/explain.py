@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from zhcls import data
-from zhcls.errors import ZhclsError
+from zhcls.errors import ZhclsError, require
 from zhcls.io import atomic_open
 
 log = logging.getLogger("zhcls")
@@ -72,9 +72,9 @@ def explain(params_path, texts, *, dataset_dir=None, train_file="train.txt", lab
             support_num: int = 3, steps: int = 20, output_file=None, device: str = "cpu",
             max_seq_length: int | None = None, batch_size: int = 32) -> list[Explanation]:
     """Word-level attributions (and, with ``dataset_dir``, supporting training rows) for each text."""
-    import jieba
-
     from zhcls.inference.loading import load
+
+    jieba = require("jieba", "analysis", "word-level explanations")
 
     if steps < 1 or support_num < 0:
         raise ZhclsError("--steps must be >= 1 and --support_num >= 0")

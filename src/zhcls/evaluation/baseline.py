@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from zhcls import data
-from zhcls.errors import ZhclsError
+from zhcls.errors import ZhclsError, require
 from zhcls.evaluation import metrics
 from zhcls.inference.predictor import sigmoid, softmax
 
@@ -24,12 +24,7 @@ CALIBRATION_FOLDS = 3
 
 
 def require_sklearn():
-    try:
-        import sklearn
-    except ImportError:
-        raise ZhclsError("the TF-IDF baseline needs scikit-learn: pip install 'zhcls[analysis]' "
-                         "(or pass --no_baseline)") from None
-    return sklearn
+    return require("sklearn", "analysis", "the TF-IDF baseline (skip it with --no_baseline)")
 
 
 class Baseline:
