@@ -121,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="none, balanced, or a FILE of label<TAB>weight lines (multi-class CE weights; multi-label pos_weight)")
     t.add_argument("--loss", default="ce", choices=["ce", "focal"], help="cross-entropy (multi-label: BCE) or focal loss")
     t.add_argument("--focal_gamma", type=float, default=2.0)
+    t.add_argument("--no_baseline", action="store_true", help="skip the TF-IDF baseline's dev score beside the model's")
 
     e = sub.add_parser("evaluate", help="accuracy, top-k, per-class P/R/F1, confusion matrix and bad cases")
     _add_common_data(e)
@@ -132,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: train, dev, and test when present)")
     e.add_argument("--no_plot", action="store_true", help="no confusion-matrix PNG (text reports only)")
     e.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
+    e.add_argument("--no_baseline", action="store_true", help="skip the TF-IDF baseline's dev score beside the model's")
     _add_runtime(e)
     _add_decision(e)
 
@@ -221,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _prune_parser(sub)
     _distill_parser(sub)
+    _add_analysis_commands(sub)
     return parser
 
 
@@ -251,11 +254,16 @@ def _setup_logging(quiet: bool) -> None:
 def cmd_train(args) -> None:
     from zhcls.training import TrainConfig, train
 
-    fields = {k: v for k, v in vars(args).items() if k not in ("command", "quiet")}
+    fields = {k: v for k, v in vars(args).items() if k not in ("command", "quiet", "no_baseline")}
     result = train(TrainConfig(**fields, progress=not args.quiet))
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary line, from the first process
-            print(f"best dev score {result.best_score:.4f} (epoch {result.best_epoch}) in {result.seconds:.0f}s; "
+        print(f"best dev score {result.best_score:.4f} (epoch {result.best_epoch}) in {result.seconds:.0f}s; "
               f"checkpoint: {result.save_dir}")
+        if not args.no_baseline:
+            from zhcls.evaluation.baseline import baseline
+
+            print(baseline(args.dataset_dir, train_file=args.train_file, dev_file=args.dev_file,
+                           label_file=args.label_file, task=args.task, problem_type=args.problem_type).line())
 
 
 def cmd_evaluate(args) -> None:
@@ -271,9 +279,15 @@ def cmd_evaluate(args) -> None:
                        test_file=args.test_file, label_file=args.label_file, plot=not args.no_plot,
                        progress=not args.quiet, threshold=args.threshold, min_labels=args.min_labels,
                        max_labels=args.max_labels, hierarchy_policy=args.hierarchy_policy,
-                       long_text=_long_text(args, args.params_path))
+                       long_text=_long_text(args, args.params_path),
+                       baseline=not args.no_baseline and (splits is None or "dev" in splits))
     for split, report in reports.items():
         print(format_report(report, title=split))
+    if "baseline" in reports.get("dev", {}):
+        dev, base = reports["dev"], reports["dev"]["baseline"]
+        model_score = 100 * (dev["accuracy"] if "accuracy" in dev else dev["micro_f1"])
+        print(f"dev {base['metric']}: model {model_score:.2f}, TF-IDF + linear SVM baseline {base['score']:.2f} "
+              f"({base['seconds']:.1f}s)")
 
 
 def cmd_predict(args) -> None:
@@ -504,6 +518,135 @@ def cmd_distill(args) -> None:
 
 
 COMMANDS["distill"] = cmd_distill
+
+
+# --- baseline, analyze, augment, explain (the analysis commands: parsers, commands, table entries) ---
+def _add_analysis_commands(sub) -> None:
+    bl = sub.add_parser("baseline", help="dev score of a character n-gram TF-IDF + linear SVM model, in seconds")
+    _add_common_data(bl)
+    bl.add_argument("--task", default="auto", choices=["auto", "text", "pair"])
+    bl.add_argument("--problem_type", default="multi_class", choices=["multi_class", "multi_label", "hierarchical"])
+
+    an = sub.add_parser("analyze", help="data quality: mislabelled training rows (dirty), weakly supported dev "
+                                        "examples (sparse)")
+    kinds = an.add_subparsers(dest="analysis", metavar="ANALYSIS", required=True)
+    d = kinds.add_parser("dirty", help="rank training rows by how likely their label is wrong; write train_dirty.txt "
+                                       "and train_clean.txt")
+    d.add_argument("--dirty_num", type=int, default=None, help="rows to flag (default: confident learning's estimate)")
+    d.add_argument("--method", default=None, choices=["oof", "model", "both"],
+                   help="oof: out-of-fold TF-IDF baseline; model: the checkpoint's scores; both (default with "
+                        "--params_path)")
+    d.add_argument("--folds", type=int, default=5, help="folds of the out-of-fold scores")
+    s = kinds.add_parser("sparse", help="dev examples the training data barely supports; augment their support or "
+                                        "pick rows of data.txt to annotate")
+    s.add_argument("--strategy", default=None, choices=["augment", "annotate"])
+    s.add_argument("--sparse_num", type=int, default=100, help="least supported dev examples to report")
+    s.add_argument("--support_num", type=int, default=100, help="supporting training rows to augment")
+    s.add_argument("--annotate_num", type=int, default=100, help="rows of --unlabeled_file to pick for annotation")
+    s.add_argument("--support_k", type=int, default=5, help="support = mean similarity to this many neighbours")
+    s.add_argument("--dev_file", default="dev.txt")
+    s.add_argument("--unlabeled_file", default="data.txt", help="unlabelled rows in --dataset_dir (annotate)")
+    s.add_argument("--aug_strategy", default="mix")
+    s.add_argument("--create_n", type=int, default=2)
+    s.add_argument("--aug_percent", type=float, default=0.1)
+    for k in (d, s):
+        k.add_argument("--dataset_dir", required=True)
+        k.add_argument("--train_file", default="train.txt")
+        k.add_argument("--label_file", default="label.txt")
+        k.add_argument("--params_path", default=None, help="a trained checkpoint: adds its view (optional)")
+        k.add_argument("--output_dir", default=None, help="where the files go (default: --dataset_dir)")
+        k.add_argument("--seed", type=int, default=0)
+        _add_runtime(k)
+
+    g = sub.add_parser("augment", help="new training rows, labels kept: synonyms, homophones, insert, delete, swap")
+    g.add_argument("--train_path", required=True, help="dataset file to augment")
+    g.add_argument("--aug_path", required=True, help="where the augmented rows go (a dataset file)")
+    g.add_argument("--label_file", default=None, help="default: label.txt beside --train_path")
+    g.add_argument("--aug_strategy", default="mix", help="mix, or a comma list of synonym (substitute), homophone, "
+                                                         "insert, delete, swap")
+    g.add_argument("--create_n", type=int, default=2, help="new rows per row (at most)")
+    g.add_argument("--aug_percent", type=float, default=0.1, help="share of words changed, in (0, 1]")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--task", default="auto", choices=["auto", "text", "pair"])
+    g.add_argument("--problem_type", default="multi_class", choices=["multi_class", "multi_label", "hierarchical"])
+
+    x = sub.add_parser("explain", help="word attributions (integrated gradients) and supporting training rows")
+    x.add_argument("--params_path", default="./checkpoint", help="checkpoint folder")
+    x.add_argument("--text", nargs="+", default=None, help="texts to explain (a pair: 'text_a<TAB>text_b')")
+    x.add_argument("--data_file", default=None, help="or a file of texts, one per line")
+    x.add_argument("--dataset_dir", default=None, help="adds the supporting training rows (sentence level)")
+    x.add_argument("--train_file", default="train.txt")
+    x.add_argument("--label_file", default="label.txt")
+    x.add_argument("--support_num", type=int, default=3)
+    x.add_argument("--steps", type=int, default=20, help="integrated-gradients steps")
+    x.add_argument("--output_file", default="explain.html", help="HTML highlight of the attributions")
+    _add_runtime(x)
+
+
+def cmd_baseline(args) -> None:
+    from zhcls.evaluation.baseline import baseline
+
+    print(baseline(args.dataset_dir, train_file=args.train_file, dev_file=args.dev_file, label_file=args.label_file,
+                   task=args.task, problem_type=args.problem_type).line())
+
+
+def cmd_analyze(args) -> None:
+    runtime = {"device": args.device, "batch_size": args.batch_size, "max_seq_length": args.max_seq_length,
+               "progress": not args.quiet}
+    files = {"train_file": args.train_file, "label_file": args.label_file}
+    if args.analysis == "dirty":
+        from zhcls.analysis.dirty import analyze_dirty
+
+        r = analyze_dirty(args.dataset_dir, params_path=args.params_path, method=args.method,
+                          dirty_num=args.dirty_num, output_dir=args.output_dir, folds=args.folds, seed=args.seed,
+                          **files, **runtime)
+        print(f"{len(r.dirty)} suspicious rows (confident learning estimates {r.estimated_noisy}) -> {r.dirty_path}; "
+              f"the other rows -> {r.clean_path}")
+        return
+    from zhcls.analysis.sparse import analyze_sparse
+
+    r = analyze_sparse(args.dataset_dir, params_path=args.params_path, strategy=args.strategy,
+                       sparse_num=args.sparse_num, support_num=args.support_num, annotate_num=args.annotate_num,
+                       support_k=args.support_k, output_dir=args.output_dir, dev_file=args.dev_file,
+                       unlabeled_file=args.unlabeled_file, aug_strategy=args.aug_strategy, create_n=args.create_n,
+                       aug_percent=args.aug_percent, seed=args.seed, **files, **runtime)
+    by_class = ", ".join(f"{label} {n}" for label, n in r.classes.items())
+    print(f"{len(r.sparse)} least supported dev examples -> {r.sparse_path} ({by_class})")
+    if r.support_path:
+        print(f"{len(r.picked)} support rows -> {r.support_path}"
+              + (f"; new training file -> {r.train_aug_path}" if r.train_aug_path else " (to annotate)"))
+
+
+def cmd_augment(args) -> None:
+    from zhcls.analysis.augment import augment_file
+
+    n = augment_file(args.train_path, args.aug_path, label_file=args.label_file, strategies=args.aug_strategy,
+                     create_n=args.create_n, aug_percent=args.aug_percent, seed=args.seed, task=args.task,
+                     problem_type=args.problem_type, progress=not args.quiet)
+    print(f"{n} augmented rows -> {args.aug_path}")
+
+
+def cmd_explain(args) -> None:
+    from zhcls import data
+    from zhcls.analysis.explain import explain, format_explanation
+    from zhcls.errors import ZhclsError
+    from zhcls.inference.loading import read_meta
+
+    if bool(args.text) == bool(args.data_file):
+        raise ZhclsError("explain: give --text or --data_file (one of them)")
+    if args.data_file:
+        texts = data.predictor_inputs(data.read_texts(args.data_file, read_meta(args.params_path).get("task", "auto")))
+    else:
+        texts = [tuple(t.split("\t", 1)) if "\t" in t else t for t in args.text]
+    for e in explain(args.params_path, texts, dataset_dir=args.dataset_dir, train_file=args.train_file,
+                     label_file=args.label_file, support_num=args.support_num, steps=args.steps,
+                     output_file=args.output_file, device=args.device, max_seq_length=args.max_seq_length,
+                     batch_size=args.batch_size):
+        print(format_explanation(e))
+    print(f"highlight: {args.output_file}")
+
+
+COMMANDS.update({"baseline": cmd_baseline, "analyze": cmd_analyze, "augment": cmd_augment, "explain": cmd_explain})
 
 
 def main(argv=None) -> int:

@@ -131,3 +131,11 @@ def check_writable(path, *, flag: str) -> Path:
     except OSError as e:
         raise ZhclsError(f"{flag} {path}: cannot write there ({e.strerror or e})") from None
     return path
+
+
+def check_output_files(paths: Iterable, *, flag: str, inputs: Iterable) -> None:
+    """The guard before a command writes files beside its inputs: none of ``paths`` may be one of ``inputs``."""
+    sources = {Path(p).expanduser().resolve() for p in inputs}
+    for path in paths:
+        if Path(path).expanduser().resolve() in sources:
+            raise ZhclsError(f"{flag}: {path} would overwrite an input; choose another {flag}")

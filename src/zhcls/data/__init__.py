@@ -13,14 +13,16 @@ from zhcls.data.dataset import (
     Example,
     detect_task,
     encode_labels,
+    format_example,
     load_dataset,
     predictor_inputs,
     read_examples,
     read_labels,
     read_lines,
     read_texts,
+    write_examples,
 )
 
 __all__ = ["LABEL_SEP", "LEVEL_SEP", "PROBLEM_TYPES", "SPLITS", "TASKS", "DatasetFolder", "Example", "detect_task",
-           "encode_labels", "load_dataset", "predictor_inputs", "read_examples", "read_labels", "read_lines",
-           "read_texts"]
+           "encode_labels", "format_example", "load_dataset", "predictor_inputs", "read_examples", "read_labels",
+           "read_lines", "read_texts", "write_examples"]

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from zhcls.errors import ZhclsError, data_error
+from zhcls.io import atomic_open
 
 logger = logging.getLogger("zhcls")
 
@@ -216,6 +217,17 @@ def encode_labels(examples: Sequence[Example], labels: Sequence[str], problem_ty
 
 
 
+def format_example(example: Example) -> str:
+    """The example as a data line (without the line end): the inverse of reading it."""
+    columns = [example.text_a] + ([example.text_b] if example.text_b is not None else [])
+    return "\t".join(columns + [LABEL_SEP.join(example.labels)])
+
+
+def write_examples(path, examples: Sequence[Example]) -> Path:
+    """Write a dataset file (``text<TAB>label`` lines, pairs and multi-label as read), atomically."""
+    with atomic_open(path) as f:
+        f.writelines(format_example(e) + "\n" for e in examples)
+    return Path(path)
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -153,6 +153,10 @@ class Tokenizer:
         """The WordPiece tokens of one text, without [CLS]/[SEP] (for debugging and docs)."""
         return self._rust.encode(text, add_special_tokens=False).tokens
 
+    def offsets(self, text: str) -> list[tuple[int, int]]:
+        """Character span (start, end) in ``text`` of each WordPiece token, in the order `encode` puts them."""
+        return list(self._rust.encode(text, add_special_tokens=False).offsets)
+
     def encode(
         self, texts_a: list[str], texts_b: list[str] | None = None, max_seq_length: int | None = None
     ) -> Encoded:

@@ -227,6 +227,13 @@ def _label_scores(labels: list[str], gold: np.ndarray, pred: np.ndarray) -> dict
     }
 
 
+def headline(labels: list[str], y_true: np.ndarray, probs: np.ndarray, problem_type: str) -> float:
+    """The one number a model is judged by on dev: accuracy (single-label) or micro-F1 (multi-label), in points."""
+    if problem_type == "multi_class":
+        return 100 * classification_report(labels, y_true, probs)["accuracy"]
+    return 100 * multilabel_report(labels, y_true, probs)["micro_f1"]
+
+
 def display_width(text: str) -> int:
     """Columns ``text`` takes in a terminal: CJK (wide/full-width) characters take two."""
     return sum(

@@ -27,7 +27,8 @@ def evaluate(params_path, dataset_dir, *, splits=None, output_dir=None, batch_si
              train_file="train.txt", dev_file="dev.txt", test_file=None, label_file="label.txt",
              plot: bool = True, progress: bool = True, predictor: Predictor | None = None,
              threshold: float | None = None, min_labels: int = 0, max_labels: int | None = None,
-             hierarchy_policy: str | None = None, long_text: LongText | None = None) -> dict:
+             hierarchy_policy: str | None = None, long_text: LongText | None = None,
+             baseline: bool = False) -> dict:
     """Reports per split (``{"dev": {...}, ...}``); files land in ``output_dir`` (default params_path/eval).
 
     ``splits``: None means train, dev, and test when the folder has one (``test_file``, default
@@ -35,7 +36,8 @@ def evaluate(params_path, dataset_dir, *, splits=None, output_dir=None, batch_si
     confusion PNGs, skipped with a warning when matplotlib is not installed. Multi-label decisions are
     the predictor's (the checkpoint's tuned thresholds unless ``threshold`` overrides them,
     ``min_labels`` / ``max_labels``, hierarchy consistency); ``long_text`` overrides the checkpoint's
-    long-text policy.
+    long-text policy. ``baseline``: the dev report also holds the TF-IDF baseline's score on
+    the same folder (``"baseline"``).
     """
     required = list(splits) if splits is not None else ["train", "dev"] + (["test"] if test_file else [])
     unknown = sorted(set(required) - set(data.SPLITS))
@@ -89,6 +91,10 @@ def evaluate(params_path, dataset_dir, *, splits=None, output_dir=None, batch_si
             report["bad_cases"] = metrics.write_multilabel_bad_cases(out / f"bad_case_{split}.txt", shown, labels,
                                                                      y_true, chosen)
         report["long_text"] = predictor.long_text.to_meta()
+        if split == "dev" and baseline and ds.train:
+            from zhcls.evaluation.baseline import run_baseline
+
+            report["baseline"] = run_baseline(ds).to_dict()
         reports[split] = report
         log.info("%s", metrics.format_report(report, title=f"{split} ({len(examples)} examples)"))
     metrics.write_json(out / "report.json", reports)
@@ -101,7 +107,7 @@ def dev_score(labels: list[str], y_true: np.ndarray, logits: np.ndarray, problem
     """Dev accuracy (multi_class) or micro-F1 (multi-label, at ``thresholds``: a checkpoint's tuned ones,
     paths made consistent for hierarchical data), in points."""
     if problem_type == "multi_class":
-        return 100 * metrics.classification_report(labels, y_true, softmax(logits))["accuracy"]
+        return metrics.headline(labels, y_true, softmax(logits), problem_type)
     probs = sigmoid(logits)
     chosen = choose_labels(probs, thresholds, labels=labels,
                            hierarchy_policy=hierarchy_policy if problem_type == "hierarchical" else None)

@@ -112,18 +112,24 @@ class Predictor:
         raise NotImplementedError
 
     def logits(self, texts_a: list[str], texts_b: list[str] | None = None, progress: bool = False) -> np.ndarray:
+        return self.run(self._forward, len(self.labels), texts_a, texts_b, progress)
+
+    def run(self, forward, width: int, texts_a: list[str], texts_b: list[str] | None = None,
+            progress: bool = False) -> np.ndarray:
+        """``forward(padded batch) -> (batch, width)`` over the texts, in length-sorted batches, in input order.
+        Long single texts are cut by the long-text policy and their windows' outputs pooled."""
         if texts_b is not None or self.long_text.policy == "truncate":
             enc = self.tokenizer.encode(list(texts_a), None if texts_b is None else list(texts_b), self.max_seq_length)
-            return self._batched(enc, progress)
+            return self._batched(forward, width, enc, progress)
         enc, owner = self.tokenizer.encode_long(texts_a, self.max_seq_length, self.long_text)
-        return pool_windows(self._batched(enc, progress), owner, len(texts_a), self.long_text.pooling)
+        return pool_windows(self._batched(forward, width, enc, progress), owner, len(texts_a), self.long_text.pooling)
 
-    def _batched(self, enc, progress: bool) -> np.ndarray:
-        out = np.zeros((len(enc.input_ids), len(self.labels)), dtype=np.float32)
+    def _batched(self, forward, width: int, enc, progress: bool) -> np.ndarray:
+        out = np.zeros((len(enc.input_ids), width), dtype=np.float32)
         batches = inference_batches([len(ids) for ids in enc.input_ids], self.batch_size)
         for idx in tqdm(batches, desc="predict", unit="batch", disable=not progress, leave=False):
             batch = self.tokenizer.pad([enc.input_ids[i] for i in idx], [enc.token_type_ids[i] for i in idx])
-            out[idx] = self._forward(batch)
+            out[idx] = forward(batch)
         return out
 
     def predict_proba(self, texts, progress: bool = False) -> np.ndarray:

@@ -1,6 +1,7 @@
 """PyTorch backend of `Predictor`: a model in memory (training's dev evaluation) or a checkpoint folder."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from zhcls.data.tokenizer import Tokenizer
@@ -22,8 +23,15 @@ class TorchPredictor(Predictor):
         self.model = model.to(self.device).eval()
         self.amp_dtype = amp_dtype(amp, self.device)
 
-    def _forward(self, batch):
+    def _forward(self, batch, features: bool = False):
         inputs = {k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}
         with torch.inference_mode(), torch.autocast(self.device.type, self.amp_dtype or torch.float32,
                                                     enabled=self.amp_dtype is not None):
-            return self.model(**inputs).float().cpu().numpy()
+            out = self.model.backbone(**inputs)[1] if features else self.model(**inputs)
+            return out.float().cpu().numpy()
+
+    def sentence_features(self, texts, progress: bool = False) -> np.ndarray:
+        """The sentence vector the classifier head reads (pooled output, or ELECTRA's [CLS] state), (n, hidden)."""
+        texts_a, texts_b = self._split(texts)
+        return self.run(lambda batch: self._forward(batch, features=True), self.model.config.hidden_size,
+                        texts_a, texts_b, progress)
