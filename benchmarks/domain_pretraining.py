@@ -9,6 +9,11 @@
    as JSON and the dev curves as a PNG.
 
     nice -n 5 python benchmarks/domain_pretraining.py --out runs/domain --mlm_steps 360 --electra_steps 180
+
+The stages can run as separate processes (a shared machine gives each its own share of the CPUs):
+``--pretrain ""`` skips pretraining, ``--finetune random,mlm,electra,random-lr5e-4`` picks the
+fine-tuning runs (mlm and electra read ``--pretrained_dir``), and ``--merge A.json B.json`` joins
+the results.json of several runs into --out's results.json and curve.png.
 """
 import argparse
 import json
@@ -21,6 +26,7 @@ import zhcls
 from zhcls.pretrain import pretrain
 
 MODEL = "uer/chinese_roberta_L-4_H-256"
+FINETUNE_RUNS = {"random": "random init", "mlm": "MLM (wwm)", "electra": "ELECTRA", "random-lr5e-4": "random init, lr 5e-4"}
 
 
 def main():
@@ -37,15 +43,28 @@ def main():
     ap.add_argument("--finetune_lr", type=float, default=2e-4)
     ap.add_argument("--finetune_epochs", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--pretrain", default="mlm,electra", help="objectives to pretrain ('' for none)")
+    ap.add_argument("--finetune", default=",".join(FINETUNE_RUNS), help="fine-tuning runs ('' for none)")
+    ap.add_argument("--pretrained_dir", default=None, help="where mlm/ and electra/ are (default: --out)")
+    ap.add_argument("--merge", nargs="*", default=[], help="results.json files to join into --out's")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s")
     out, data = Path(args.out), Path(args.data)
+    out.mkdir(parents=True, exist_ok=True)
     vocab = args.vocab or str(data.parent / "vocab/bert-base-chinese/vocab.txt")
-    corpus = out / "corpus"
-    subprocess.run([sys.executable, str(Path(__file__).with_name("domain_corpus.py")), "--data", str(data),
-                    "--target", args.target, "--out", str(corpus)], check=True)
     results = {"args": vars(args), "pretrain": {}, "finetune": {}}
-    for objective, steps in (("mlm", args.mlm_steps), ("electra", args.electra_steps)):
+    for other in args.merge:
+        merged = json.loads(Path(other).read_text(encoding="utf-8"))
+        for stage in ("pretrain", "finetune"):
+            results[stage].update(merged[stage])
+        results.setdefault("merged_args", []).append(merged["args"])
+    objectives = [o for o in args.pretrain.split(",") if o]
+    corpus = out / "corpus"
+    if objectives:
+        subprocess.run([sys.executable, str(Path(__file__).with_name("domain_corpus.py")), "--data", str(data),
+                        "--target", args.target, "--out", str(corpus)], check=True)
+    for objective in objectives:
+        steps = args.mlm_steps if objective == "mlm" else args.electra_steps
         r = pretrain(corpus=[str(corpus)], model_name=MODEL, init_random=True, vocab_file=vocab, objective=objective,
                      whole_word_masking=True, save_dir=str(out / objective), max_seq_length=args.max_seq_length,
                      batch_size=args.batch_size, learning_rate=args.pretrain_lr, max_steps=steps,
@@ -55,19 +74,22 @@ def main():
         _write(out, results)
     common = dict(dataset_dir=str(data / args.target), max_seq_length=args.max_seq_length, batch_size=32,
                   epochs=args.finetune_epochs, warmup_proportion=0.1, threads=args.threads, progress=False)
-    runs = {"random init": dict(model_name=MODEL, init_random=True, vocab_file=vocab, learning_rate=args.finetune_lr),
-            "MLM (wwm)": dict(model_name=str(out / "mlm"), learning_rate=args.finetune_lr),
-            "ELECTRA": dict(model_name=str(out / "electra"), learning_rate=args.finetune_lr),
-            "random init, lr 5e-4": dict(model_name=MODEL, init_random=True, vocab_file=vocab, learning_rate=5e-4)}
-    for name, kw in runs.items():
-        r = zhcls.train(save_dir=str(out / f"ft-{name.split()[0].lower()}{'-5e-4' if '5e-4' in name else ''}"),
-                        **common, **kw)
+    pretrained = Path(args.pretrained_dir or out)
+    runs = {"random": dict(model_name=MODEL, init_random=True, vocab_file=vocab, learning_rate=args.finetune_lr),
+            "mlm": dict(model_name=str(pretrained / "mlm"), learning_rate=args.finetune_lr),
+            "electra": dict(model_name=str(pretrained / "electra"), learning_rate=args.finetune_lr),
+            "random-lr5e-4": dict(model_name=MODEL, init_random=True, vocab_file=vocab, learning_rate=5e-4)}
+    for run in (r for r in args.finetune.split(",") if r):
+        name = FINETUNE_RUNS[run]
+        r = zhcls.train(save_dir=str(out / f"ft-{run}"), **common, **runs[run])
         results["finetune"][name] = {"best_dev_accuracy": round(100 * r.best_score, 2), "best_epoch": r.best_epoch,
                                      "seconds": round(r.seconds, 1),
                                      "dev_by_epoch": [round(100 * h["dev_score"], 2) for h in r.history]}
         _write(out, results)
-    _plot(out, results)
-    print(json.dumps(results["finetune"], ensure_ascii=False, indent=1))
+    _write(out, results)
+    if results["finetune"]:
+        _plot(out, results)
+    print(json.dumps(results, ensure_ascii=False, indent=1))
 
 
 def _write(out: Path, results: dict) -> None:
