@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from zhcls.data.tokenizer import MASK, Tokenizer, build_vocab
+from zhcls.data.tokenizer import MASK, Tokenizer
 from zhcls.errors import ZhclsError
 from zhcls.io import atomic_dir, check_output_dir, written_by_zhcls
 from zhcls.models.checkpoint import normalise_names, read_source, write_model_folder
@@ -26,6 +25,7 @@ from zhcls.models.pretrained import load_pretrained
 from zhcls.pretrain.corpus import Corpus, jieba_word_starts, pack, read_lines, scan, shuffled
 from zhcls.pretrain.heads import MLM_ARCHITECTURES, Electra, MaskedLM
 from zhcls.pretrain.masking import mask_batch
+from zhcls.training.finetune import temporary_vocab
 from zhcls.training.loop import STATE_DIR, Job, LoopConfig, TrainResult, fit, start
 
 log = logging.getLogger("zhcls")
@@ -110,17 +110,6 @@ class Batches:
         return self.batch(first, np.random.default_rng([self.cfg.seed, 2**31 - 1]))
 
 
-def _vocab_file(cfg: PretrainConfig, corpus: Corpus) -> str | None:
-    """--vocab_from_data: a WordPiece vocab learnt from the corpus (streamed), in a temporary file."""
-    if not cfg.vocab_from_data:
-        return cfg.vocab_file
-    vocab = build_vocab(read_lines(corpus), vocab_size=cfg.vocab_size)
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".vocab.txt", delete=False) as f:
-        f.write("".join(f"{token}\n" for token in vocab))
-    log.info("built a %d-token WordPiece vocab from the corpus", len(vocab))
-    return f.name
-
-
 def _head_state(folder: Path, model_type: str) -> dict:
     """The tensors of a local folder (its pretraining heads among them), or none for a zoo name."""
     if not (folder.is_dir() and (folder / "config.json").exists()):
@@ -192,7 +181,8 @@ def pretrain(config: PretrainConfig | None = None, **kwargs) -> TrainResult:
     corpus = scan(cfg.corpus)  # every line checked before any model is built
     log.info("corpus: %d files, %d lines, %.1fM characters", len(corpus.files), corpus.lines, corpus.chars / 1e6)
     rt = start(cfg)
-    vocab_file = _vocab_file(cfg, corpus)
+    # --vocab_from_data: the corpus is streamed into the vocabulary trainer
+    vocab_file = temporary_vocab(read_lines(corpus), cfg.vocab_size) if cfg.vocab_from_data else cfg.vocab_file
     try:
         model, tokenizer = build(cfg, vocab_file)
     finally:
