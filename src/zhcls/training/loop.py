@@ -206,7 +206,8 @@ def fit(job: Job, cfg: LoopConfig, rt: Runtime) -> TrainResult:
         log.info("%s holds an earlier run's state; starting afresh (pass --resume to continue it)", save_dir)
 
     size = f"{n_batches} batches" if job.batches else f"{len(job.lengths)} examples"
-    log.info("training %s on %s, %d steps, lr %.1e, warmup %d, device %s%s", job.name, size, total_steps, lr, warmup, rt.device, f", amp {rt.amp_dtype}" if rt.amp_dtype else "")
+    log.info("training %s on %s, %d steps, lr %.1e, warmup %d, device %s%s", job.name, size, total_steps, lr, warmup,
+             rt.device, f", amp {rt.amp_dtype}" if rt.amp_dtype else "")
     model.train()
     stop = False
     while progress.epoch < cfg.epochs and not stop:
@@ -222,8 +223,9 @@ def fit(job: Job, cfg: LoopConfig, rt: Runtime) -> TrainResult:
             batches = batches[:batches_per_rank * rt.world][rt.rank::rt.world]
         accumulation = cfg.gradient_accumulation_steps
         groups = _grouped(batches, accumulation)
-        bar = tqdm(total=math.ceil(batches_per_rank / accumulation), initial=progress.batch_in_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   unit="step", disable=not cfg.progress or rt.rank != 0, leave=False)
+        bar = tqdm(total=math.ceil(batches_per_rank / accumulation), initial=progress.batch_in_epoch,
+                   desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", disable=not cfg.progress or rt.rank != 0,
+                   leave=False)
         seen, loss_sum, stats = 0, 0.0, {}
         for group in itertools.islice(groups, progress.batch_in_epoch, None):
             n_group = sum(len(b) for b in group)
