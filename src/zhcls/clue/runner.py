@@ -165,7 +165,8 @@ def plot(results: dict, path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 3.5))
     x = range(len(names))
     ax.bar([i - 0.2 for i in x], [results["tasks"][n]["dev_accuracy"] for n in names], 0.4, label="this run")
-    ax.bar([i + 0.2 for i in x], [results["published"].get(n, 0) for n in names], 0.4, label="published")
+    if results["published"]:
+        ax.bar([i + 0.2 for i in x], [results["published"].get(n, 0) for n in names], 0.4, label="published")
     ax.set_xticks(list(x), [n.upper() for n in names])
     ax.set_ylabel("dev accuracy (%)")
     ax.set_title(results["model"])
