@@ -172,6 +172,7 @@ def test_bad_input_one_line_exit_2(corpus, vocab, tmp_path, capsys):
     more = tmp_path / "vocab.txt"
     more.write_text(open(vocab, encoding="utf-8").read() + "".join(f"[extra{i}]\n" for i in range(5)), encoding="utf-8")
     quick(corpus, vocab, tmp_path / "model")
+    capsys.readouterr()  # its log lines (when an earlier test installed the CLI's handler)
     common = ["-q", "pretrain", "--threads", "1", "--max_steps", "1", "--save_dir", str(tmp_path / "out")]
     cases = [
         ([*common, "--corpus", str(empty), "--model", SMALL, "--init_random", "--vocab_file", vocab], "no text"),
