@@ -28,6 +28,7 @@ from zhcls.pretrain import pretrain
 
 MODEL = "uer/chinese_roberta_L-4_H-256"
 FINETUNE_RUNS = {"random": "random init", "mlm": "MLM (wwm)", "electra": "ELECTRA", "random-lr5e-4": "random init, lr 5e-4"}
+OBJECTIVE_OF = {"MLM (wwm)": "mlm", "ELECTRA": "electra"}
 
 
 def main():
@@ -54,10 +55,13 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     vocab = args.vocab or str(data.parent / "vocab/bert-base-chinese/vocab.txt")
     results = {"args": vars(args), "pretrain": {}, "finetune": {}}
-    for other in args.merge:
+    for other in args.merge:  # runs of several budgets side by side: names carry the step count
         merged = json.loads(Path(other).read_text(encoding="utf-8"))
-        for stage in ("pretrain", "finetune"):
-            results[stage].update(merged[stage])
+        steps = {objective: r["steps"] for objective, r in merged["pretrain"].items()}
+        results["pretrain"].update({f"{objective}, {n} steps": merged["pretrain"][objective] for objective, n in steps.items()})
+        for name, r in merged["finetune"].items():
+            objective = OBJECTIVE_OF.get(name.split(",")[0])
+            results["finetune"][f"{name.split(',')[0]}, {steps[objective]} steps" if objective in steps else name] = r
         results.setdefault("merged_args", []).append(merged["args"])
     objectives = [o for o in args.pretrain.split(",") if o]
     corpus = out / "corpus"
@@ -108,8 +112,11 @@ def _plot(out: Path, results: dict) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
+    epochs = 1
     for name, r in results["finetune"].items():
+        epochs = max(epochs, len(r["dev_by_epoch"]))
         ax.plot(range(1, len(r["dev_by_epoch"]) + 1), r["dev_by_epoch"], marker="o", label=name)
+    ax.set_xticks(range(1, epochs + 1))
     ax.set_xlabel("fine-tuning epoch")
     ax.set_ylabel("KUAKE-QIC dev accuracy (%)")
     ax.set_title("4-layer H-256: domain pretraining vs random init")
