@@ -55,13 +55,14 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     vocab = args.vocab or str(data.parent / "vocab/bert-base-chinese/vocab.txt")
     results = {"args": vars(args), "pretrain": {}, "finetune": {}}
-    for other in args.merge:  # runs of several budgets side by side: names carry the step count
+    for other in args.merge:  # runs of several budgets side by side: names carry steps and learning rate
         merged = json.loads(Path(other).read_text(encoding="utf-8"))
-        steps = {objective: r["steps"] for objective, r in merged["pretrain"].items()}
-        results["pretrain"].update({f"{objective}, {n} steps": merged["pretrain"][objective] for objective, n in steps.items()})
+        lr = merged["args"]["pretrain_lr"]
+        label = {objective: f"{r['steps']} steps, lr {lr:g}" for objective, r in merged["pretrain"].items()}
+        results["pretrain"].update({f"{objective}, {label[objective]}": r for objective, r in merged["pretrain"].items()})
         for name, r in merged["finetune"].items():
-            objective = OBJECTIVE_OF.get(name.split(",")[0])
-            results["finetune"][f"{name.split(',')[0]}, {steps[objective]} steps" if objective in steps else name] = r
+            objective = OBJECTIVE_OF.get(name)
+            results["finetune"][f"{name}, {label[objective]}" if objective in label else name] = r
         results.setdefault("merged_args", []).append(merged["args"])
     objectives = [o for o in args.pretrain.split(",") if o]
     corpus = out / "corpus"
