@@ -49,7 +49,11 @@ def main():
     ap.add_argument("--finetune", default=",".join(FINETUNE_RUNS), help="fine-tuning runs ('' for none)")
     ap.add_argument("--pretrained_dir", default=None, help="where mlm/ and electra/ are (default: --out)")
     ap.add_argument("--merge", nargs="*", default=[], help="results.json files to join into --out's")
+    ap.add_argument("--similarity", nargs="*", default=[], help="encoder folders ('random': random init) whose "
+                    "collapse to print: mean cosine of the [CLS] states of 8 target dev texts, and of their tokens")
     args = ap.parse_args()
+    if args.similarity:
+        return _similarity(args)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s")
     out, data = Path(args.out), Path(args.data)
     out.mkdir(parents=True, exist_ok=True)
@@ -100,6 +104,36 @@ def main():
     if results["finetune"]:
         _plot(out, results)
     print(json.dumps(results, ensure_ascii=False, indent=1))
+
+
+def _similarity(args) -> None:
+    """How much an encoder's output still depends on its input: 1.0 means not at all (collapsed)."""
+    import torch
+    import torch.nn.functional as F
+
+    from zhcls.models.pretrained import load_pretrained
+
+    torch.set_num_threads(args.threads)
+    data = Path(args.data)
+    lines = (data / args.target / "dev.txt").read_text(encoding="utf-8").splitlines()[:8]
+    texts = [line.split("\t")[0] for line in lines]
+    vocab = args.vocab or str(data.parent / "vocab/bert-base-chinese/vocab.txt")
+
+    def mean_offdiagonal(x):
+        c = F.cosine_similarity(x[:, None], x[None], dim=-1)
+        return float((c.sum() - c.diagonal().sum()) / (len(x) * (len(x) - 1)))
+
+    for folder in args.similarity:
+        random = folder == "random"
+        model, tokenizer = load_pretrained(MODEL if random else folder, ["a", "b"], init_random=random,
+                                           vocab_file=vocab if random else None)
+        enc = tokenizer.encode(texts)
+        batch = {k: torch.from_numpy(v) for k, v in tokenizer.pad(enc.input_ids, enc.token_type_ids).items()}
+        with torch.no_grad():
+            hidden, _ = model.eval().backbone(**batch)
+        tokens = sum(mean_offdiagonal(hidden[i, 1:len(ids) - 1]) for i, ids in enumerate(enc.input_ids)) / len(texts)
+        print(f"{folder}: [CLS] cosine between texts {mean_offdiagonal(hidden[:, 0]):.4f}, "
+              f"between the tokens of a text {tokens:.4f}")
 
 
 def _write(out: Path, results: dict) -> None:
