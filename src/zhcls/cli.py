@@ -224,6 +224,55 @@ def build_parser() -> argparse.ArgumentParser:
     _prune_parser(sub)
     _distill_parser(sub)
     _add_analysis_commands(sub)
+
+    pt = sub.add_parser("pretrain", help="continue pretraining (or pretrain) an encoder on a text corpus: MLM, wwm, ELECTRA")
+    pt.add_argument("--corpus", required=True, nargs="+", help="text files or folders, one sentence or document per line (streamed)")
+    pt.add_argument("--model_name", "--model", dest="model_name", default="uer/chinese_roberta_L-4_H-256",
+                    help="zoo name, hub id or folder to continue from (a zhcls pretrain folder keeps its heads)")
+    pt.add_argument("--init_random", action="store_true", help="build --model's architecture with fresh weights")
+    pt.add_argument("--vocab_file", default=None, help="vocab.txt to use instead of the model's")
+    pt.add_argument("--vocab_from_data", action="store_true", help="build a WordPiece vocab from the corpus")
+    pt.add_argument("--vocab_size", type=int, default=8000, help="size of the --vocab_from_data vocab")
+    pt.add_argument("--objective", default="mlm", choices=["mlm", "electra"])
+    pt.add_argument("--mask_prob", type=float, default=0.15)
+    pt.add_argument("--whole_word_masking", action="store_true", help="mask whole Chinese words (jieba), as HFL's wwm models")
+    pt.add_argument("--max_seq_length", type=int, default=128, help="lines are packed into sequences of this length")
+    pt.add_argument("--save_dir", default="./pretrained", help="checkpoint folder (`zhcls train --model` takes it)")
+    pt.add_argument("--overwrite", action="store_true", help="replace a --save_dir zhcls did not write")
+    pt.add_argument("--device", default="auto")
+    pt.add_argument("--batch_size", type=int, default=32)
+    pt.add_argument("--learning_rate", type=float, default=None, help="default 3e-5 (pretrained), 5e-4 (--init_random)")
+    pt.add_argument("--epochs", type=int, default=1)
+    pt.add_argument("--max_steps", type=int, default=0, help="stop after N optimizer steps")
+    pt.add_argument("--warmup_proportion", type=float, default=None)
+    pt.add_argument("--weight_decay", type=float, default=0.0)
+    pt.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    pt.add_argument("--save_steps", type=int, default=0, help="also save the resumable state every N steps")
+    pt.add_argument("--resume", action="store_true", help="continue the interrupted run in --save_dir")
+    pt.add_argument("--logging_steps", type=int, default=5)
+    pt.add_argument("--seed", type=int, default=3)
+    pt.add_argument("--amp", default="auto", choices=["auto", "none", "bf16", "fp16"])
+    pt.add_argument("--threads", type=int, default=0, help="CPU threads (default: all cores)")
+    pt.add_argument("--cache_dir", default=None, help="hub download cache")
+
+    cl = sub.add_parser("clue", help="CLUE classification baseline: fine-tune each task, dev table, submission files")
+    cl.add_argument("--model_name", "--model", dest="model_name", required=True, help="zoo name, hub id or local folder")
+    cl.add_argument("--tasks", default="afqmc,tnews,iflytek,cmnli,ocnli,cluewsc2020,csl", help="comma-separated CLUE tasks")
+    cl.add_argument("--data_dir", default=None, help="local copies: DIR/TASK/ with CLUE's JSON files or a dataset folder "
+                    "(default: download CLUE's zips into the cache)")
+    cl.add_argument("--output_dir", default="./clue_output", help="checkpoints, {task}_predict.json, clue_results.json/png")
+    cl.add_argument("--overwrite", action="store_true", help="replace an --output_dir zhcls did not write")
+    cl.add_argument("--learning_rate", type=float, default=None, help="override every task's recipe")
+    cl.add_argument("--batch_size", type=int, default=None, help="override every task's recipe")
+    cl.add_argument("--epochs", type=int, default=None, help="override every task's recipe")
+    cl.add_argument("--max_seq_length", type=int, default=None, help="override every task's recipe")
+    cl.add_argument("--max_train_samples", type=int, default=0, help="first N training examples per task (a quick check)")
+    cl.add_argument("--init_random", action="store_true", help="build --model's architecture with fresh weights")
+    cl.add_argument("--vocab_file", default=None, help="vocab.txt to use instead of the model's")
+    cl.add_argument("--device", default="auto")
+    cl.add_argument("--threads", type=int, default=0, help="CPU threads (default: all cores)")
+    cl.add_argument("--seed", type=int, default=3)
+    cl.add_argument("--cache_dir", default=None, help="hub download cache")
     return parser
 
 
@@ -415,9 +464,29 @@ def cmd_inspect(args) -> int:
     return 1 if info["problems"] else 0  # scripts can gate on it, as on a linter
 
 
+def cmd_pretrain(args) -> None:
+    from zhcls.pretrain import PretrainConfig, pretrain
+
+    fields = {k: v for k, v in vars(args).items() if k not in ("command", "quiet")}
+    result = pretrain(PretrainConfig(**fields, progress=not args.quiet))
+    if os.environ.get("RANK", "0") == "0":
+        print(f"pretrained {result.global_step} steps in {result.seconds:.0f}s; fixed-mask score {result.best_score:.4f}; "
+              f"checkpoint: {result.save_dir} (fine-tune it with `zhcls train --model {result.save_dir}`)")
+
+
+def cmd_clue(args) -> None:
+    from zhcls.clue import ClueConfig, clue, format_table
+
+    overrides = {k: getattr(args, k) for k in ("learning_rate", "batch_size", "epochs", "max_seq_length")}
+    fields = {k: v for k, v in vars(args).items() if k not in ("command", "quiet", *overrides)}
+    results = clue(ClueConfig(**fields, overrides=overrides, progress=not args.quiet))
+    print(format_table(results))
+    print(f"results: {args.output_dir}/clue_results.json, {args.output_dir}/clue_results.png")
+
+
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "models": cmd_models,
             "export": cmd_export, "bench": cmd_bench, "convert": cmd_convert, "inspect": cmd_inspect,
-            "serve": cmd_serve}
+            "serve": cmd_serve, "pretrain": cmd_pretrain, "clue": cmd_clue}
 
 
 # -- zhcls prune: width pruning with distillation (PaddleNLP prune.py's flags), or --vocab -----------------

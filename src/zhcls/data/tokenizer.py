@@ -157,6 +157,12 @@ class Tokenizer:
         """Character span (start, end) in ``text`` of each WordPiece token, in the order `encode` puts them."""
         return list(self._rust.encode(text, add_special_tokens=False).offsets)
 
+    def pieces(self, texts: list[str]) -> list[tuple[list[int], list[int]]]:
+        """(ids, start character of each token) per text, untruncated and without [CLS]/[SEP]: what
+        pretraining packs into sequences and maps onto word boundaries."""
+        return [(e.ids, [start for start, _ in e.offsets])
+                for e in self._rust.encode_batch(list(texts), add_special_tokens=False)]
+
     def encode(
         self, texts_a: list[str], texts_b: list[str] | None = None, max_seq_length: int | None = None
     ) -> Encoded:

@@ -77,4 +77,8 @@ def load_pretrained(model: str, labels: list[str] | None = None, *, init_random:
     if not vocab.exists():
         raise ZhclsError(f"{folder}: no vocab.txt beside the weights; pass --vocab_file")
     tokenizer = Tokenizer.from_dir(folder) if vocab == folder / "vocab.txt" else Tokenizer(vocab)
-    return build_model(config, labels, state), tokenizer
+    built = build_model(config, labels, state)
+    if tokenizer.vocab_size > built.config.vocab_size:  # ids past the embedding table: a crash mid-training
+        raise ZhclsError(f"{vocab}: {tokenizer.vocab_size} tokens, but {model} embeds {built.config.vocab_size}: "
+                         "the vocabulary does not match --model")
+    return built, tokenizer

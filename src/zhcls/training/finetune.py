@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,16 +66,13 @@ class TrainConfig(LoopConfig):
     focal_gamma: float = 2.0
 
 
-def _vocab_file(cfg: TrainConfig, ds: data.DatasetFolder) -> str | None:
-    """The vocab to use; for --vocab_from_data a WordPiece vocab built from the training texts.
-    It is written to a temporary file: the checkpoint folder gets its own copy when saved."""
-    if not cfg.vocab_from_data:
-        return cfg.vocab_file
-    texts = [e.text_a for e in ds.train] + [e.text_b for e in ds.train if e.text_b]
-    vocab = build_vocab(texts, vocab_size=cfg.vocab_size)
+def temporary_vocab(texts: Iterable[str], vocab_size: int) -> str:
+    """--vocab_from_data: a WordPiece vocab learnt from ``texts``, written to a temporary file that the
+    caller deletes once the tokenizer holds it (the checkpoint folder gets its own copy when saved)."""
+    vocab = build_vocab(texts, vocab_size=vocab_size)
     with tempfile.NamedTemporaryFile("w", encoding="utf-8", suffix=".vocab.txt", delete=False) as f:
         f.write("".join(f"{token}\n" for token in vocab))
-    log.info("built a %d-token WordPiece vocab from %d training texts", len(vocab), len(texts))
+    log.info("built a %d-token WordPiece vocab from the training texts", len(vocab))
     return f.name
 
 
@@ -104,6 +101,13 @@ def _encode_train(cfg: TrainConfig, ds: data.DatasetFolder, tokenizer, long_text
         log.warning("%.0f%% of the training texts are longer than max_seq_length %d and lose their end; consider "
                     "a larger --max_seq_length or --long_text head_tail / sliding", 100 * cut, cfg.max_seq_length)
     return enc, owner
+
+
+def _vocab_file(cfg: TrainConfig, ds: data.DatasetFolder) -> str | None:
+    """The vocab to use: --vocab_file, or for --vocab_from_data one built from the training texts."""
+    if not cfg.vocab_from_data:
+        return cfg.vocab_file
+    return temporary_vocab([e.text_a for e in ds.train] + [e.text_b for e in ds.train if e.text_b], cfg.vocab_size)
 
 
 def train(config: TrainConfig | None = None, **kwargs) -> TrainResult:

@@ -12,18 +12,19 @@ torchrun.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_model, save_model
 from tqdm.auto import tqdm
 
 from zhcls.data.batching import training_batches
@@ -146,6 +147,10 @@ class Job:
     sums to show on the progress bar as per-example rates (e.g. ``{"acc": number correct}``); ``module``
     is ``model`` or its DDP wrapper, and must be what the loss calls. ``evaluate()`` gives the dev score
     (higher is better). ``save_best(record)`` writes the best checkpoint; it runs on rank 0 only.
+
+    A job whose data does not fit in memory (a streamed pretraining corpus) gives ``batches(epoch)``
+    instead of ``lengths``: ``num_batches`` batches a function of (seed, epoch) only, so that a resumed
+    run replays them; ``loss`` then receives a batch (anything with a ``len``), not indices.
     """
 
     model: torch.nn.Module  # every parameter of it is trained and kept in the training state
@@ -155,6 +160,8 @@ class Job:
     save_best: Callable[[dict], None]
     metric: str = "accuracy"
     name: str = "model"
+    batches: Callable[[int], Iterable] | None = None
+    num_batches: int = 0
 
 
 @dataclass
@@ -202,7 +209,8 @@ def fit(job: Job, cfg: LoopConfig, rt: Runtime) -> TrainResult:
     t0 = time.time()
     model = job.model.to(rt.device)
     # Under torchrun every rank takes the same number of batches (else DDP waits forever at the end).
-    batches_per_rank = math.ceil(len(job.lengths) / cfg.batch_size) // rt.world
+    n_batches = job.num_batches if job.batches else math.ceil(len(job.lengths) / cfg.batch_size)
+    batches_per_rank = n_batches // rt.world
     steps_per_epoch = math.ceil(batches_per_rank / cfg.gradient_accumulation_steps)
     total_steps = steps_per_epoch * cfg.epochs
     if cfg.max_steps:
@@ -224,8 +232,9 @@ def fit(job: Job, cfg: LoopConfig, rt: Runtime) -> TrainResult:
     elif rt.rank == 0 and (save_dir / STATE_DIR).exists():
         log.info("%s holds an earlier run's state; starting afresh (pass --resume to continue it)", save_dir)
 
-    log.info("training %s on %d examples, %d steps, lr %.1e, warmup %d, device %s%s", job.name, len(job.lengths),
-             total_steps, lr, warmup, rt.device, f", amp {rt.amp_dtype}" if rt.amp_dtype else "")
+    size = f"{n_batches} batches" if job.batches else f"{len(job.lengths)} examples"
+    log.info("training %s on %s, %d steps, lr %.1e, warmup %d, device %s%s", job.name, size, total_steps, lr, warmup,
+             rt.device, f", amp {rt.amp_dtype}" if rt.amp_dtype else "")
     model.train()
     stop = False
     while progress.epoch < cfg.epochs and not stop:
@@ -234,14 +243,18 @@ def fit(job: Job, cfg: LoopConfig, rt: Runtime) -> TrainResult:
             log.info("early stop: no dev improvement in %d epochs", progress.bad_epochs)
             break
         # The batch order depends only on (seed, epoch): a resumed run replays the same batches.
-        batches = training_batches(job.lengths, cfg.batch_size, np.random.default_rng([cfg.seed, epoch]))
-        batches = batches[:batches_per_rank * rt.world][rt.rank::rt.world]
+        if job.batches:
+            batches = itertools.islice(job.batches(epoch), rt.rank, batches_per_rank * rt.world, rt.world)
+        else:
+            batches = training_batches(job.lengths, cfg.batch_size, np.random.default_rng([cfg.seed, epoch]))
+            batches = batches[:batches_per_rank * rt.world][rt.rank::rt.world]
         accumulation = cfg.gradient_accumulation_steps
-        groups = [batches[i:i + accumulation] for i in range(0, len(batches), accumulation)]
-        bar = tqdm(total=len(groups), initial=progress.batch_in_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                   unit="step", disable=not cfg.progress or rt.rank != 0, leave=False)
+        groups = _grouped(batches, accumulation)
+        bar = tqdm(total=math.ceil(batches_per_rank / accumulation), initial=progress.batch_in_epoch,
+                   desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="step", disable=not cfg.progress or rt.rank != 0,
+                   leave=False)
         seen, loss_sum, stats = 0, 0.0, {}
-        for group in groups[progress.batch_in_epoch:]:
+        for group in itertools.islice(groups, progress.batch_in_epoch, None):
             n_group = sum(len(b) for b in group)
             for idx in group:
                 with torch.autocast(rt.device.type, rt.amp_dtype or torch.float32, enabled=rt.amp_dtype is not None):
@@ -305,9 +318,16 @@ def _from_rank0(score: float, rt: Runtime) -> float:
     return float(value.item())
 
 
+def _grouped(batches: Iterable, n: int) -> Iterator[list]:
+    """Consecutive groups of ``n`` batches (the last may be shorter): one optimizer step each."""
+    batches = iter(batches)
+    while group := list(itertools.islice(batches, n)):
+        yield group
+
+
 def _save_state(save_dir: Path, model, optimizer, scaler, progress: _Progress, cfg: LoopConfig) -> None:
     with atomic_dir(save_dir / STATE_DIR) as tmp:
-        save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
+        save_model(model, str(tmp / "model.safetensors"))  # tied weights (ELECTRA's shared embeddings) stored once
         torch.save({"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                     "torch_rng": torch.get_rng_state(),
                     "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}, tmp / "optimizer.pt")
@@ -324,7 +344,7 @@ def _load_state(save_dir: Path, model, optimizer, scaler, cfg: LoopConfig) -> _P
     changed = [k for k, v in cfg.fingerprint().items() if saved.get(k) != v]
     if changed:
         raise ZhclsError(f"--resume: these settings differ from the interrupted run: {', '.join(changed)}")
-    model.load_state_dict(load_file(folder / "model.safetensors"))
+    load_model(model, str(folder / "model.safetensors"))
     blob = torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True)
     optimizer.load_state_dict(blob["optimizer"])
     scaler.load_state_dict(blob["scaler"])
