@@ -1,6 +1,5 @@
 """Dataset reading and validation (zhcls.data): bad inputs in tmp_path, then the real shared data."""
 import logging
-import time
 from dataclasses import FrozenInstanceError
 
 import numpy as np
@@ -383,11 +382,9 @@ REAL = {
 @pytest.mark.parametrize("name", sorted(REAL))
 def test_real_dataset(shared, name, caplog):
     problem_type, task, classes, n_train, n_dev, n_test = REAL[name]
-    started = time.perf_counter()
+    # No wall-clock bound here: on a shared machine it measures the neighbours (speed claims live in benchmarks/).
     with caplog.at_level(logging.WARNING, logger="zhcls"):
         folder = load_dataset(shared / "data" / name, problem_type=problem_type)
-    elapsed = time.perf_counter() - started
-    assert elapsed < 2.0, f"loading {name} took {elapsed:.2f}s"  # TNEWS, the largest, takes ~0.25 s
     assert caplog.records == []
     assert (folder.task, folder.problem_type, len(folder.labels)) == (task, problem_type, classes)
     assert (len(folder.train), len(folder.dev)) == (n_train, n_dev)

@@ -70,7 +70,7 @@ def _check_threshold(args):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zhcls", description="Chinese text classification with small Transformer "
-                                     "encoders: train, evaluate, predict, export.")
+                                     "encoders: train, evaluate, predict, compress, export, serve, analyse, pretrain.")
     parser.add_argument("--version", action="version", version=f"zhcls {_version()}")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -484,11 +484,6 @@ def cmd_clue(args) -> None:
     print(f"results: {args.output_dir}/clue_results.json, {args.output_dir}/clue_results.png")
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "models": cmd_models,
-            "export": cmd_export, "bench": cmd_bench, "convert": cmd_convert, "inspect": cmd_inspect,
-            "serve": cmd_serve, "pretrain": cmd_pretrain, "clue": cmd_clue}
-
-
 # -- zhcls prune: width pruning with distillation (PaddleNLP prune.py's flags), or --vocab -----------------
 
 def _prune_parser(sub) -> None:
@@ -541,9 +536,6 @@ def cmd_prune(args) -> None:
     print(f"report: {args.output_dir}/{REPORT}" + ("" if args.no_bench else f"; plot: {args.output_dir}/{PLOT}"))
 
 
-COMMANDS["prune"] = cmd_prune
-
-
 # -- zhcls distill: task distillation from a fine-tuned teacher into a smaller student ------------------
 
 def _distill_parser(sub) -> None:
@@ -584,9 +576,6 @@ def cmd_distill(args) -> None:
     result = distill(DistillConfig(**fields, progress=not args.quiet))
     print(f"best dev score {result.best_score:.4f} (epoch {result.best_epoch}) in {result.seconds:.0f}s; "
           f"student: {result.save_dir}")
-
-
-COMMANDS["distill"] = cmd_distill
 
 
 # --- baseline, analyze, augment, explain (the analysis commands: parsers, commands, table entries) ---
@@ -715,7 +704,11 @@ def cmd_explain(args) -> None:
     print(f"highlight: {args.output_file}")
 
 
-COMMANDS.update({"baseline": cmd_baseline, "analyze": cmd_analyze, "augment": cmd_augment, "explain": cmd_explain})
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "models": cmd_models,
+            "export": cmd_export, "bench": cmd_bench, "convert": cmd_convert, "inspect": cmd_inspect,
+            "serve": cmd_serve, "prune": cmd_prune, "distill": cmd_distill, "baseline": cmd_baseline,
+            "analyze": cmd_analyze, "augment": cmd_augment, "explain": cmd_explain, "pretrain": cmd_pretrain,
+            "clue": cmd_clue}
 
 
 def main(argv=None) -> int:
