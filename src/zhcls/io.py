@@ -95,6 +95,8 @@ def written_by_zhcls(path) -> bool:
     path = Path(path)
     if (path / MARKER).is_file():
         return True
+    if not path.is_dir():
+        return False
     entries = list(path.iterdir())
     return bool(entries) and all(e.is_dir() and (e / MARKER).is_file() for e in entries)
 

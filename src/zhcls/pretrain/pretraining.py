@@ -18,7 +18,7 @@ import torch
 
 from zhcls.data.tokenizer import MASK, Tokenizer
 from zhcls.errors import ZhclsError
-from zhcls.io import atomic_dir, check_output_dir, written_by_zhcls
+from zhcls.io import atomic_dir
 from zhcls.models.checkpoint import normalise_names, read_source, write_model_folder
 from zhcls.models.modeling import EncoderConfig
 from zhcls.models.pretrained import load_pretrained
@@ -51,7 +51,6 @@ class PretrainConfig(LoopConfig):
     vocab_from_data: bool = False
     vocab_size: int = 8000
     cache_dir: str | None = None
-    overwrite: bool = False
 
     def check(self) -> None:
         super().check()
@@ -175,12 +174,10 @@ def pretrain(config: PretrainConfig | None = None, **kwargs) -> TrainResult:
     """Pretrain ``model_name`` on ``corpus``; the checkpoint lands in ``save_dir``."""
     cfg = config or PretrainConfig(**kwargs)
     cfg.check()
-    save_dir = Path(cfg.save_dir)
-    if not written_by_zhcls(save_dir / STATE_DIR):  # a folder holding only an interrupted run's state is ours
-        check_output_dir(save_dir, flag="--save_dir", overwrite=cfg.overwrite, inputs=[*cfg.corpus, cfg.model_name])
     corpus = scan(cfg.corpus)  # every line checked before any model is built
     log.info("corpus: %d files, %d lines, %.1fM characters", len(corpus.files), corpus.lines, corpus.chars / 1e6)
-    rt = start(cfg)
+    model_dir = [cfg.model_name] if Path(cfg.model_name).expanduser().exists() else []
+    rt = start(cfg, inputs=[*cfg.corpus, *model_dir])  # save_dir must be ours to replace, and no input
     # --vocab_from_data: the corpus is streamed into the vocabulary trainer
     vocab_file = temporary_vocab(read_lines(corpus), cfg.vocab_size) if cfg.vocab_from_data else cfg.vocab_file
     try:
