@@ -111,7 +111,7 @@ def explain(params_path, texts, *, dataset_dir=None, train_file="train.txt", lab
         scores = token_attributions(predictor, sides[0], sides[1] if len(sides) > 1 else None, target, steps)
         words, at = [], 1  # scores[0] is [CLS]; each side's tokens are followed by [SEP]
         for side in sides:
-            offsets = predictor.tokenizer.offsets(side)
+            offsets = predictor.tokenizer.pieces([side])[0][1]
             kept = offsets[:max(0, min(len(offsets), len(scores) - at - 1))]  # truncation
             words.append(group_words(side, kept, scores[at:at + len(kept)], cut))
             at += len(kept) + 1

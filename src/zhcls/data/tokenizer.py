@@ -153,15 +153,10 @@ class Tokenizer:
         """The WordPiece tokens of one text, without [CLS]/[SEP] (for debugging and docs)."""
         return self._rust.encode(text, add_special_tokens=False).tokens
 
-    def offsets(self, text: str) -> list[tuple[int, int]]:
-        """Character span (start, end) in ``text`` of each WordPiece token, in the order `encode` puts them."""
-        return list(self._rust.encode(text, add_special_tokens=False).offsets)
-
-    def pieces(self, texts: list[str]) -> list[tuple[list[int], list[int]]]:
-        """(ids, start character of each token) per text, untruncated and without [CLS]/[SEP]: what
-        pretraining packs into sequences and maps onto word boundaries."""
-        return [(e.ids, [start for start, _ in e.offsets])
-                for e in self._rust.encode_batch(list(texts), add_special_tokens=False)]
+    def pieces(self, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+        """(ids, character span (start, end) of each token) per text, untruncated and without [CLS]/[SEP],
+        in the order `encode` puts them: what pretraining maps onto word boundaries and explain onto words."""
+        return [(e.ids, list(e.offsets)) for e in self._rust.encode_batch(list(texts), add_special_tokens=False)]
 
     def encode(
         self, texts_a: list[str], texts_b: list[str] | None = None, max_seq_length: int | None = None

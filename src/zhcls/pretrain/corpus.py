@@ -97,14 +97,14 @@ def pack(tokenizer: Tokenizer, lines: Iterable[str], max_seq_length: int,
     starts: list[bool] = []
     lines = iter(lines)
     while chunk := list(itertools.islice(lines, TOKENIZE_CHUNK)):
-        for text, (line_ids, offsets) in zip(chunk, tokenizer.pieces(chunk)):
+        for text, (line_ids, spans) in zip(chunk, tokenizer.pieces(chunk)):
             if not line_ids:
                 continue
             if word_starts is None:
                 flags = [True] * len(line_ids)
             else:
                 begins = word_starts(text)
-                flags = [o in begins and not subword[i] for i, o in zip(line_ids, offsets)]
+                flags = [start in begins and not subword[i] for i, (start, _) in zip(line_ids, spans)]
             if ids and len(ids) + 1 + len(line_ids) > budget:  # the line does not fit: close this sequence
                 yield [cls, *ids, sep], [False, *starts, False]
                 ids, starts = [], []
