@@ -102,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--vocab_file", default=None, help="vocab.txt to use instead of the model's")
     t.add_argument("--vocab_from_data", action="store_true", help="build a WordPiece vocab from the training texts")
     t.add_argument("--vocab_size", type=int, default=8000, help="size of the --vocab_from_data vocab")
+    t.add_argument("--head_lr_scale", type=float, default=1.0, help="the classification head's learning rate as a "
+                   "multiple of --learning_rate (a fresh head on a pretrained sentence encoder: e.g. 100)")
+    t.add_argument("--prune_vocab", action="store_true", help="keep only the vocabulary the dataset's texts use "
+                   "(train, dev, test): multilingual-e5's 250k-row embedding shrinks to the corpus's pieces")
     t.add_argument("--amp", default="auto", choices=["auto", "none", "bf16", "fp16"], help="mixed precision (auto: on GPU only)")
     t.add_argument("--gradient_accumulation_steps", type=int, default=1)
     t.add_argument("--resume", action="store_true", help="continue the interrupted run in --save_dir")
@@ -384,7 +388,8 @@ def cmd_models(args) -> None:
         params = count_parameters(EncoderConfig.from_dict(m.config_dict()))
         shape = f"{m.layers}/{m.hidden}/{m.heads}"
         published = ", ".join(f"{k} {v}" for k, v in m.published.items())
-        print(f"{m.name:34} {shape:>19} {params / 1e6:7.1f}M {m.source_format:>6}  {published}")
+        note = f"({m.note})" if m.note and m.tokenizer == "unigram" else ""  # the family's notes say what is known
+        print(f"{m.name:34} {shape:>19} {params / 1e6:7.1f}M {m.source_format:>6}  {published}{note}".rstrip())
 
 
 def cmd_export(args) -> None:

@@ -21,7 +21,7 @@ from zhcls.inference.onnx_predictor import INPUT_NAMES, OUTPUT_NAME, VARIANTS
 from zhcls.io import atomic_dir, check_output_dir
 
 MODELS_DIR = Path(__file__).resolve().parent / "triton_models"
-TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
 def _tensors(kind: str, tensors: list[tuple[str, str, list[int]]]) -> str:
