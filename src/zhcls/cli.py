@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--vocab_size", type=int, default=8000, help="size of the --vocab_from_data vocab")
     t.add_argument("--head_lr_scale", type=float, default=1.0, help="the classification head's learning rate as a "
                    "multiple of --learning_rate (a fresh head on a pretrained sentence encoder: e.g. 100)")
+    t.add_argument("--head_init", default="random", choices=["random", "probe"], help="probe: fit the head on the "
+                   "frozen encoder's features before fine-tuning (linear probe, then fine-tune: fast on sentence "
+                   "encoders such as multilingual-e5)")
     t.add_argument("--prune_vocab", action="store_true", help="keep only the vocabulary the dataset's texts use "
                    "(train, dev, test): multilingual-e5's 250k-row embedding shrinks to the corpus's pieces")
     t.add_argument("--amp", default="auto", choices=["auto", "none", "bf16", "fp16"], help="mixed precision (auto: on GPU only)")

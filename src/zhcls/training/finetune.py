@@ -30,6 +30,7 @@ from zhcls.models.checkpoint import save_checkpoint
 from zhcls.models.pretrained import load_pretrained, prune_to_texts
 from zhcls.training.loop import Job, LoopConfig, Runtime, TrainResult, fit, start
 from zhcls.training.losses import LOSSES, class_weights, classification_loss
+from zhcls.training.probe import fit_head
 
 log = logging.getLogger("zhcls")
 LONG_TEXT_WARNING = 0.1  # warn when this share of the training texts is cut
@@ -56,6 +57,9 @@ class TrainConfig(LoopConfig):
     # Keep only the vocabulary entries the dataset's texts use (train, dev, test): multilingual-e5's 250k-row
     # embedding becomes a few thousand rows, and an optimizer step touches a fifth of the parameters.
     prune_vocab: bool = False
+    # "random" (N(0, 0.02), the BERT recipe) or "probe": fitted on the frozen encoder's features first
+    # (linear probing then fine-tuning; see training/probe.py)
+    head_init: str = "random"
     cache_dir: str | None = None
     # multi-label, long texts, imbalanced classes
     metric: str | None = None  # the dev score: accuracy (multi_class) or micro_f1 by default; macro_f1, weighted_f1
@@ -131,6 +135,8 @@ def train(config: TrainConfig | None = None, **kwargs) -> TrainResult:
     weights = class_weights(cfg.class_weights, ds.labels, train_targets, ds.problem_type)
     if ds.task == "pair" and long_text.policy != "truncate":
         raise ZhclsError(f"--long_text {long_text.policy}: applies to single texts; pairs are truncated longest-first")
+    if cfg.head_init not in ("random", "probe"):
+        raise ZhclsError(f"--head_init {cfg.head_init}: choose random or probe")
     if cfg.loss not in LOSSES:
         raise ZhclsError(f"--loss {cfg.loss}: choose one of {', '.join(LOSSES)}")
     if cfg.hierarchy_policy not in hierarchy.POLICIES:
@@ -201,6 +207,11 @@ def train(config: TrainConfig | None = None, **kwargs) -> TrainResult:
             log.info("dev %s %.4f at the tuned thresholds (global %.2f: %.4f, fixed 0.5: %.4f)", metric,
                      record["score"], tuned["global"], tuned["dev_at_global"], tuned["dev_at_0.5"])
 
+    if cfg.head_init == "probe" and not cfg.resume:
+        order = np.argsort([len(ids) for ids in train_x.input_ids])  # similar lengths together: less padding
+        chunks = [order[i:i + max(64, cfg.batch_size)] for i in range(0, len(order), max(64, cfg.batch_size))]
+        fit_head(model, lambda: (padded_batch(tokenizer, train_x, idx, rt.device) for idx in chunks),
+                 train_y[owner[np.concatenate(chunks)]], multi_class=multi_class)
     log.info("%s: %d training examples (%s, %d labels)", cfg.model_name, len(ds.train), ds.task, len(ds.labels))
     job = Job(model, [len(ids) for ids in train_x.input_ids], loss, evaluate, save_best, metric=metric,
               name=cfg.model_name)
