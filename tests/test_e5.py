@@ -161,7 +161,9 @@ def test_damaged_bundle_is_one_line_and_exit_2(bundle, tmp_path):
 # --- fine-tuning it: the pretrained weights must matter; ONNX and INT8 on it ------------------------------------
 
 
-FINETUNE = dict(prune_vocab=True, epochs=2, max_seq_length=32, batch_size=16, threads=2, progress=False)
+# The same recipe for both: the head fitted on the frozen features first, then 40 steps of fine-tuning.
+FINETUNE = dict(prune_vocab=True, head_init="probe", learning_rate=5e-5, epochs=2, max_seq_length=32, batch_size=16,
+                threads=2, progress=False)
 
 
 @pytest.fixture(scope="session")
@@ -178,7 +180,7 @@ def finetuned(e5_folder, waimai, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("e5_runs")
     pretrained = train(dataset_dir=str(waimai), model_name=str(e5_folder), save_dir=str(root / "pretrained"),
-                       learning_rate=1e-4, head_lr_scale=100.0, **FINETUNE)
+                       **FINETUNE)
     scratch = train(dataset_dir=str(waimai), model_name=str(e5_folder), init_random=True,
                     save_dir=str(root / "scratch"), **FINETUNE)
     return root / "pretrained", pretrained.best_score, scratch.best_score
@@ -189,7 +191,7 @@ def test_pretrained_weights_beat_the_same_steps_from_random_init(finetuned):
     ckpt, pretrained, scratch = finetuned
     print(f"\nwaimai_10k dev accuracy after 40 steps: pretrained {pretrained:.3f}, random init {scratch:.3f}")
     assert pretrained >= 0.8
-    assert pretrained >= scratch + 0.15
+    assert pretrained >= scratch + 0.10
     # The checkpoint carries the pruned unigram vocabulary and loads back with it.
     tokenizer = Tokenizer.from_dir(ckpt)
     assert isinstance(tokenizer, UnigramTokenizer) and 1000 < tokenizer.vocab_size < 10_000
