@@ -102,8 +102,6 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--vocab_file", default=None, help="vocab.txt to use instead of the model's")
     t.add_argument("--vocab_from_data", action="store_true", help="build a WordPiece vocab from the training texts")
     t.add_argument("--vocab_size", type=int, default=8000, help="size of the --vocab_from_data vocab")
-    t.add_argument("--head_lr_scale", type=float, default=1.0, help="the classification head's learning rate as a "
-                   "multiple of --learning_rate (a fresh head on a pretrained sentence encoder: e.g. 100)")
     t.add_argument("--head_init", default="random", choices=["random", "probe"], help="probe: fit the head on the "
                    "frozen encoder's features before fine-tuning (linear probe, then fine-tune: fast on sentence "
                    "encoders such as multilingual-e5)")

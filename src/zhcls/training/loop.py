@@ -66,10 +66,6 @@ class LoopConfig:
     save_steps: int = 0  # also save the resumable state every N optimizer steps (0: at each evaluation)
     max_steps: int = 0  # stop after N optimizer steps (0: no limit)
     threads: int = 0  # torch CPU threads (0: torch's default)
-    # The classification head's learning rate as a multiple of learning_rate. A fresh head on a pretrained
-    # sentence encoder (mean-pooled e5 states differ little between texts) moves too slowly at the encoder's
-    # rate: tens of steps are lost before the encoder gets a useful gradient.
-    head_lr_scale: float = 1.0
     overwrite: bool = False  # let save_dir replace a folder that zhcls did not write
     progress: bool = True
 
@@ -198,18 +194,14 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return max(0.0, (total - step) / max(1, total - warmup))
 
 
-def optimizer_for(model: torch.nn.Module, lr: float, weight_decay: float,
-                  head_lr_scale: float = 1.0) -> torch.optim.AdamW:
-    # As PaddleNLP: no weight decay on biases and LayerNorm parameters. Each group's "lr_scale" multiplies the
-    # scheduled rate: head_lr_scale for the classification head, 1 elsewhere.
-    groups: dict[tuple[bool, bool], list] = {}
+def optimizer_for(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    # As PaddleNLP: no weight decay on biases and LayerNorm parameters.
+    decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
-            key = (name.endswith("bias") or "LayerNorm" in name, name.startswith("classifier."))
-            groups.setdefault(key, []).append(p)
-    return torch.optim.AdamW([{"params": params, "weight_decay": 0.0 if no_decay else weight_decay,
-                               "lr_scale": head_lr_scale if head else 1.0}
-                              for (no_decay, head), params in sorted(groups.items())], lr=lr)
+            (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr)
 
 
 def fit(job: Job, cfg: LoopConfig, rt: Runtime) -> TrainResult:
@@ -225,7 +217,7 @@ def fit(job: Job, cfg: LoopConfig, rt: Runtime) -> TrainResult:
         total_steps = min(total_steps, cfg.max_steps)
     warmup = cfg.warmup_for(total_steps)
     lr = cfg.resolved_lr()
-    optimizer = optimizer_for(model, lr, cfg.weight_decay, cfg.head_lr_scale)
+    optimizer = optimizer_for(model, lr, cfg.weight_decay)
     scaler = torch.amp.GradScaler(rt.device.type, enabled=rt.amp_dtype == torch.float16)
     module = model
     if rt.world > 1:
@@ -274,7 +266,7 @@ def fit(job: Job, cfg: LoopConfig, rt: Runtime) -> TrainResult:
                 for k, v in batch_stats.items():
                     stats[k] = stats.get(k, 0) + float(v)
             for g in optimizer.param_groups:
-                g["lr"] = lr * g.get("lr_scale", 1.0) * lr_factor(progress.step, total_steps, warmup)
+                g["lr"] = lr * lr_factor(progress.step, total_steps, warmup)
             scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
