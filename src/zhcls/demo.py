@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import random
 import sys
 import time
@@ -130,13 +131,19 @@ def _run(args) -> int:
     print(f"\n{args.model} fine-tuned in {result.seconds:.0f}s on {subset} rows: dev accuracy "
           f"{100 * dev['accuracy']:.2f}, test {100 * reports['test']['accuracy']:.2f}; TF-IDF + linear SVM baseline "
           f"on all {base['n_train']} rows: dev {base['score']:.2f}, test {test_baseline.score:.2f} ({base['seconds']:.1f}s)")
+    summary = {"model": args.model, "train_rows": subset, "train_seconds": round(result.seconds, 1),
+               "dev_accuracy": 100 * dev["accuracy"], "test_accuracy": 100 * reports["test"]["accuracy"],
+               "baseline_train_rows": base["n_train"], "baseline_dev": base["score"], "baseline_test": test_baseline.score,
+               "total_seconds": round(step.total(), 1), "load_average": os.getloadavg()}
+    write_json(out / "demo.json", summary)
     print(f"total {step.total():.0f}s; files written:")
     for path, what in ((dataset, "the dataset folder (train/dev/test/label.txt)"),
                        (ckpt, "the checkpoint (loads in transformers too)"),
                        (ckpt / "eval", "report.json, confusion_*.txt/.png, bad_case_*.txt"),
                        (onnx, "model.onnx, model.int8.onnx, export_report.json"),
                        (out / "bench.json", "latency and accuracy per backend"), (bench_png, "the same as a plot"),
-                       (dirty.dirty_path, "suspicious training rows"), (dirty.clean_path, "the other rows")):
+                       (dirty.dirty_path, "suspicious training rows"), (dirty.clean_path, "the other rows"),
+                       (out / "demo.json", "the scores and times above")):
         print(f"  {path}\t{what}")
     return 0
 
