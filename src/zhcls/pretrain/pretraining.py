@@ -10,7 +10,7 @@ import logging
 import math
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,44 +22,18 @@ from zhcls.io import atomic_dir
 from zhcls.models.checkpoint import normalise_names, read_source, write_model_folder
 from zhcls.models.modeling import EncoderConfig
 from zhcls.models.pretrained import load_pretrained
+from zhcls.pretrain.config import PretrainConfig
 from zhcls.pretrain.corpus import Corpus, jieba_word_starts, pack, read_lines, scan, shuffled
 from zhcls.pretrain.heads import MLM_ARCHITECTURES, Electra, MaskedLM
 from zhcls.pretrain.masking import mask_batch
 from zhcls.training.finetune import temporary_vocab
-from zhcls.training.loop import STATE_DIR, Job, LoopConfig, TrainResult, fit, start
+from zhcls.training.loop import STATE_DIR, Job, TrainResult, fit, start
 
 log = logging.getLogger("zhcls")
 
-OBJECTIVES = ("mlm", "electra")
 SHUFFLE_BUFFER = 10_000  # packed sequences held for shuffling (bounded memory, whatever the corpus size)
 EVAL_SEQUENCES = 128  # the first sequences of the corpus, with fixed masks: the score after each epoch
 GENERATOR_DIR = "generator"
-
-
-@dataclass(kw_only=True)
-class PretrainConfig(LoopConfig):
-    """The loop's settings plus the corpus, the model and the objective."""
-
-    corpus: list[str] = field(default_factory=list)
-    model_name: str = "uer/chinese_roberta_L-4_H-256"
-    objective: str = "mlm"
-    mask_prob: float = 0.15
-    whole_word_masking: bool = False
-    max_seq_length: int = 128
-    epochs: int = 1  # one pass over a real corpus is long: --max_steps is the usual budget
-    vocab_file: str | None = None
-    vocab_from_data: bool = False
-    vocab_size: int = 8000
-    cache_dir: str | None = None
-
-    def check(self) -> None:
-        super().check()
-        if self.objective not in OBJECTIVES:
-            raise ZhclsError(f"--objective {self.objective}: choose from {', '.join(OBJECTIVES)}")
-        if not 0 < self.mask_prob < 1:
-            raise ZhclsError(f"--mask_prob {self.mask_prob}: must be between 0 and 1")
-        if not self.corpus:
-            raise ZhclsError("--corpus: name at least one text file or folder")
 
 
 @dataclass
