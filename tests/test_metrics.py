@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from zhcls.errors import ZhclsError
-from zhcls.evaluation import metrics, report_files
+from zhcls.evaluation import report_files
 from zhcls.evaluation.metrics import classification_report, multilabel_report
 from zhcls.evaluation.report_files import format_confusion, format_report, plot_confusion, write_bad_cases, write_json
 

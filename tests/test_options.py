@@ -173,3 +173,15 @@ def test_a_checkpoint_run_file_reproduces_the_run(tmp_path):
     assert any((tensor != reseeded[name]).any() for name, tensor in weights.items())
     copy = yaml.safe_load((again / options.RUN_FILE).read_text(encoding="utf-8"))
     assert {**copy, "save_dir": str(first)} == stored
+
+
+def test_a_required_option_may_come_from_the_run_file_but_must_come(tmp_path, capsys):
+    run = tmp_path / "run.yaml"
+    run.write_text("epochs: 2\n", encoding="utf-8")
+    assert "--dataset_dir" in one_line_error(capsys, "train", "--config", run)
+    assert print_config(capsys, "train", "--config", run, "--dataset_dir", tmp_path)["epochs"] == 2
+    run.write_text(f"dataset_dir: {tmp_path}\n", encoding="utf-8")
+    assert print_config(capsys, "train", "--config", run)["dataset_dir"] == str(tmp_path)
+    with pytest.raises(SystemExit) as e:  # without --config, argparse's own check, as before
+        main(["train", "--epochs", "2"])
+    assert e.value.code == 2 and "required: --dataset_dir" in capsys.readouterr().err

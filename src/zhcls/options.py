@@ -156,6 +156,11 @@ def add_options(parser: argparse.ArgumentParser, cls) -> None:
 def from_args(cls, ns: argparse.Namespace, **extra):
     """The config ``ns`` describes; ``extra`` sets the fields that are not options (e.g. progress)."""
     values = {f.name: getattr(ns, f.name) for f, _, _ in fields(cls)}
+    missing = [name for name, value in values.items() if value is None and default_of(cls.__dataclass_fields__[name])
+               is dataclasses.MISSING]
+    if missing:  # possible only with --config, which lifts argparse's own check (the file may hold them)
+        raise ZhclsError(f"required, on the command line or in the --config file: "
+                         f"{', '.join('--' + name for name in missing)}")
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**values, **{k: v for k, v in extra.items() if k in names})
 
@@ -236,7 +241,21 @@ def expand_run_file(parser: argparse.ArgumentParser, argv: list[str]) -> list[st
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with zhcls's one-line errors: ``zhcls: error: ...`` and exit 2, no usage block."""
+    """argparse with zhcls's one-line errors (``zhcls: error: ...`` and exit 2, no usage block), and the
+    required options left to `from_args` when ``--config`` may hold them."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        if args is None or "run_file" not in {a.dest for a in self._actions} or not any(
+                a == "--config" or a.startswith("--config=") for a in args):
+            return super().parse_known_args(args, namespace)
+        required = [a for a in self._actions if a.required and a.option_strings]
+        for action in required:
+            action.required = False
+        try:
+            return super().parse_known_args(args, namespace)
+        finally:
+            for action in required:
+                action.required = True
 
     def error(self, message):
         command = self.prog.removeprefix("zhcls").strip()
