@@ -176,6 +176,14 @@ def to_yaml(cfg) -> str:
     return yaml.safe_dump(to_dict(cfg), allow_unicode=True, sort_keys=False)
 
 
+def checkpoint_run_file(cfg) -> dict[str, str]:
+    """The run file a checkpoint keeps (``{RUN_FILE: yaml}``): the complete config it was trained with, with
+    ``resume`` off, since a resumed run replays the uninterrupted one."""
+    if hasattr(cfg, "resume"):
+        cfg = dataclasses.replace(cfg, resume=False)
+    return {RUN_FILE: to_yaml(cfg)}
+
+
 def read_run_file(path) -> dict:
     """A run file's mapping; a folder means its `RUN_FILE` (a checkpoint's)."""
     import yaml

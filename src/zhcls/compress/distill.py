@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zhcls import data
+from zhcls import data, options
 from zhcls.compress.config import DistillConfig
 from zhcls.errors import ZhclsError
 from zhcls.inference.torch_predictor import TorchPredictor
@@ -168,7 +168,8 @@ def distill(config: DistillConfig | None = None, **kwargs) -> TrainResult:
 
     def save_best(record: dict) -> None:
         save_checkpoint(student, tokenizer, cfg.save_dir, {**meta, "best_dev_score": record["score"],
-                                                           "best_epoch": record["epoch"], "global_step": record["step"]})
+                                                           "best_epoch": record["epoch"], "global_step": record["step"]},
+                        files=options.checkpoint_run_file(cfg))
 
     job = Job(module, [len(ids) for ids in train_x.input_ids], loss, evaluate, save_best, name=f"student {cfg.student}")
     return fit(job, cfg, rt)

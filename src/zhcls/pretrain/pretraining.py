@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from zhcls import options
 from zhcls.data.tokenizer import MASK, Tokenizer
 from zhcls.errors import ZhclsError
 from zhcls.io import atomic_dir
@@ -128,9 +129,13 @@ def _folder_config(config: EncoderConfig, architecture: str, meta: dict) -> dict
     return d
 
 
-def save_pretrained(model: torch.nn.Module, tokenizer: Tokenizer, path, meta: dict) -> None:
-    """The checkpoint folder: encoder + MLM head (or discriminator head, and the generator in generator/)."""
+def save_pretrained(model: torch.nn.Module, tokenizer: Tokenizer, path, meta: dict,
+                    files: dict[str, str] | None = None) -> None:
+    """The checkpoint folder: encoder + MLM head (or discriminator head, and the generator in generator/);
+    ``files`` (name -> text) beside them (the run file)."""
     with atomic_dir(path, keep=(STATE_DIR,)) as tmp:
+        for name, text in (files or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
         state = {k: v for k, v in model.state_dict().items() if not k.startswith("generator.")}
         if isinstance(model, MaskedLM):
             architecture = MLM_ARCHITECTURES[model.config.model_type]
@@ -188,7 +193,7 @@ def pretrain(config: PretrainConfig | None = None, **kwargs) -> TrainResult:
                 "pretrain": {"objective": cfg.objective, "whole_word_masking": cfg.whole_word_masking,
                              "mask_prob": cfg.mask_prob, "global_step": record["step"], "epoch": record["epoch"],
                              "sequences": n_sequences, **last_eval}}
-        save_pretrained(model, tokenizer, cfg.save_dir, meta)
+        save_pretrained(model, tokenizer, cfg.save_dir, meta, files=options.checkpoint_run_file(cfg))
 
     job = Job(model, (), loss, evaluate, save_best, metric="mlm_acc" if cfg.objective == "mlm" else "disc_acc",
               name=f"{cfg.model_name} ({cfg.objective})", batches=batches,

@@ -7,7 +7,6 @@ cut by the `LongText` policy; sliding windows train as examples of their own, wi
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import tempfile
@@ -28,7 +27,6 @@ from zhcls.inference.predictor import check_max_seq_length
 from zhcls.inference.torch_predictor import TorchPredictor
 from zhcls.models.checkpoint import save_checkpoint
 from zhcls.models.pretrained import load_pretrained
-from zhcls.options import RUN_FILE
 from zhcls.training.config import TrainConfig
 from zhcls.training.loop import Job, Runtime, TrainResult, fit, start
 from zhcls.training.losses import LOSSES, class_weights, classification_loss
@@ -162,14 +160,11 @@ def train(config: TrainConfig | None = None, **kwargs) -> TrainResult:
         extra = {"thresholds": dict(tuned)} if tuned else {}
         save_checkpoint(model, tokenizer, cfg.save_dir, {**meta, **extra, "best_dev_score": record["score"],
                                                          "best_epoch": record["epoch"], "global_step": record["step"]},
-                        files={RUN_FILE: run_file})
+                        files=options.checkpoint_run_file(cfg))  # `zhcls train --config CKPT` reruns it
         if tuned:
             log.info("dev %s %.4f at the tuned thresholds (global %.2f: %.4f, fixed 0.5: %.4f)", metric,
                      record["score"], tuned["global"], tuned["dev_at_global"], tuned["dev_at_0.5"])
 
-    # The complete configuration, beside the weights: `zhcls train --config CKPT/run.yaml` reruns it (a resumed
-    # run replays the uninterrupted one, so the file says resume: false).
-    run_file = options.to_yaml(dataclasses.replace(cfg, resume=False))
     log.info("%s: %d training examples (%s, %d labels)", cfg.model_name, len(ds.train), ds.task, len(ds.labels))
     job = Job(model, [len(ids) for ids in train_x.input_ids], loss, evaluate, save_best, metric=metric,
               name=cfg.model_name)
