@@ -125,6 +125,9 @@ def test_bad_run_files_are_one_line_errors(tmp_path, capsys):
     run = tmp_path / "run.yaml"
     run.write_text("dataset_dir: data\nbatch_sise: 4\n", encoding="utf-8")
     assert "'batch_sise' is not an option" in one_line_error(capsys, "train", "--config", run)
+    run.write_text("dataset_dir: data\nmodel: rbt3\n", encoding="utf-8")  # a flag's alias: the file names the field
+    assert "'model': a run file names the option by its field, 'model_name'" in one_line_error(
+        capsys, "train", "--config", run)
     run.write_text("dataset_dir: [unclosed\n", encoding="utf-8")
     assert f"{run}:2" in one_line_error(capsys, "train", "--config", run)
     assert "no such file" in one_line_error(capsys, "train", "--config", tmp_path / "missing.yaml").lower()

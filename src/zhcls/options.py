@@ -14,7 +14,8 @@ as the flags; `run_file_argv` turns it into flags placed before the command line
 line overrides the file and argparse checks both alike. ``--print_config`` writes the effective mapping
 (`to_yaml`); a checkpoint keeps the one it was trained with (`RUN_FILE`).
 
-Only argparse, dataclasses and typing are imported here: `zhcls --help` builds every parser, at once.
+Only the standard library here (argparse, dataclasses, typing; yaml when a run file is read or written):
+`zhcls --help` builds every parser, at once.
 """
 from __future__ import annotations
 
@@ -208,7 +209,11 @@ def run_file_argv(cls, path) -> list[str]:
     """The flags that a run file stands for (values equal to the default need none)."""
     out = []
     known = {f.name: (f, kind, spec) for f, kind, spec in fields(cls)}
+    spelled = {flag.lstrip("-"): f.name for f, _, spec in known.values() for flag in spec.flags}
     for name, value in read_run_file(path).items():
+        if name in spelled and name not in known:
+            raise ZhclsError(f"{path}: {name!r}: a run file names the option by its field, {spelled[name]!r} "
+                             "(as --print_config prints it)")
         if name not in known or known[name][2].positional:
             raise ZhclsError(f"{path}: {name!r} is not an option of this command")
         f, kind, spec = known[name]
