@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from test_export import tiny_checkpoint
-from zhcls.deploy.batcher import DynamicBatcher, QueueFull
+from zhcls.deploy.batcher import DynamicBatcher, QueueFull, Stopping
 from zhcls.deploy.serve import create_app
 from zhcls.deploy.serving import ServeConfig, load_predictor
 from zhcls.deploy.triton import check_platform, server_environment
@@ -269,6 +269,57 @@ def test_batcher_merges_bounds_and_separates(texts):
     assert [r[0]["text"] for r in results] == texts[:6]
     assert results[5][0]["topk"] == 2
     assert calls[:3] == [(4, 1), (1, 1), (1, 2)]  # 4 merged; the 5th and the topk=2 one are called apart
+
+
+def test_stop_answers_the_request_held_in_the_delay_window(texts):
+    """A request the worker has taken and holds while it waits out max_delay (no longer queued, not yet
+    computed) is answered by stop(), at once: stop() does not wait out the window, nor cancel it."""
+    calls = []
+
+    def predict(batch):
+        calls.append(list(batch))
+        return [{"text": t} for t in batch]
+
+    async def scenario():
+        batcher = DynamicBatcher(predict, max_batch_size=8, max_delay_ms=600_000, max_queue=4)
+        await batcher.start()
+        held = batcher.submit(texts[:2])
+        while not batcher._queue.empty():  # the worker takes it and starts its ten-minute window
+            await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        await batcher.stop(drain_timeout=60)
+        with pytest.raises(Stopping):
+            batcher.submit(texts[2:3])  # refused once stopping: 503, not queued
+        return held.result()
+
+    assert [r["text"] for r in asyncio.run(scenario())] == texts[:2]
+    assert calls == [texts[:2]]
+
+
+def test_stop_is_bounded_by_drain_timeout(texts):
+    """A forward that never returns: stop() gives up after drain_timeout and every accepted request,
+    computing or queued, fails with Stopping (the server's 503) instead of hanging."""
+    release = threading.Event()
+
+    def stuck(batch):
+        release.wait(60)
+        return [{} for _ in batch]
+
+    async def scenario():
+        batcher = DynamicBatcher(stuck, max_batch_size=1, max_delay_ms=0, max_queue=4)
+        await batcher.start()
+        futures = [batcher.submit([t]) for t in texts[:3]]
+        while not batcher._computing:
+            await asyncio.sleep(0.001)
+        await batcher.stop(drain_timeout=0.2)
+        return await asyncio.gather(*futures, return_exceptions=True)
+
+    try:
+        outcomes = asyncio.run(scenario())
+    finally:
+        release.set()
+    assert all(isinstance(o, Stopping) for o in outcomes), outcomes
+    assert "drain timeout" in str(outcomes[0])
 
 
 def serve_process(checkpoint, port, *extra):
