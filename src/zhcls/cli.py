@@ -32,8 +32,9 @@ def _add_long_text(p, default):
     p.add_argument("--long_text", default=default, choices=["truncate", "head_tail", "sliding"],
                    help="texts longer than max_seq_length: truncate (keep the start), head_tail (start and end), "
                         "sliding (windows, logits pooled)" + ("" if default else "; default: the checkpoint's"))
-    p.add_argument("--stride", type=int, default=0 if default else None,
-                   help="sliding: tokens between window starts (0: half a window)")
+    p.add_argument("--stride", type=int, default=None,
+                   help="sliding: tokens between window starts, 1 to the window (max_seq_length - 2); "
+                        "default: half a window" + ("" if default else ", or the checkpoint's"))
     p.add_argument("--window_pooling", default="mean" if default else None, choices=["mean", "max"])
 
 
@@ -49,16 +50,29 @@ def _add_decision(p):
     _add_long_text(p, None)
 
 
+def _check_stride(args) -> None:
+    """An explicit --stride is at least 1 (0 is how a checkpoint stores "half a window", not a stride)."""
+    if args.stride is not None and args.stride < 1:
+        from zhcls.errors import ZhclsError
+
+        raise ZhclsError(f"--stride {args.stride}: must be >= 1 (leave it out for half a window)")
+
+
 def _long_text(args, params_path):
-    """The --long_text / --stride / --window_pooling override, on top of the checkpoint's policy (None: none)."""
+    """The --long_text / --stride / --window_pooling override, on top of the checkpoint's policy (None: none),
+    checked against the window before any model is loaded."""
     if args.long_text is None and args.stride is None and args.window_pooling is None:
         return None
     from zhcls.data.long_text import LongText
     from zhcls.inference.loading import read_meta
 
-    stored = LongText.from_meta(read_meta(params_path))
-    return LongText(args.long_text or stored.policy, stored.stride if args.stride is None else args.stride,
-                    args.window_pooling or stored.pooling)
+    _check_stride(args)
+    meta = read_meta(params_path)
+    stored = LongText.from_meta(meta)
+    long_text = LongText(args.long_text or stored.policy, stored.stride if args.stride is None else args.stride,
+                         args.window_pooling or stored.pooling)
+    long_text.check((args.max_seq_length or meta.get("max_seq_length", 128)) - 2)
+    return long_text
 
 
 def _check_threshold(args):
@@ -213,8 +227,19 @@ def build_parser() -> argparse.ArgumentParser:
                     "by length (padding is per forward; raise it on GPU)")
     sv.add_argument("--max_delay_ms", type=float, default=2.0, help="how long a forward waits for more texts")
     sv.add_argument("--max_queue", type=int, default=256, help="requests waiting at most; more get 429")
+    sv.add_argument("--drain_timeout", type=float, default=30.0, help="on SIGTERM: seconds to answer the requests "
+                    "accepted; those not answered by then get 503")
     sv.add_argument("--max_texts_per_request", type=int, default=64, help="more get 413")
-    sv.add_argument("--max_request_bytes", type=int, default=1 << 20, help="larger bodies get 413")
+    sv.add_argument("--max_request_bytes", type=int, default=1 << 20, help="larger bodies get 413, before they are read")
+    sv.add_argument("--max_windows_per_text", type=int, default=64, help="sliding checkpoints: a text needing more "
+                    "windows gets 413")
+    sv.add_argument("--max_tokens_per_request", type=int, default=65536, help="a request whose texts make more "
+                    "model tokens (windows included) gets 413")
+    sv.add_argument("--timeout", type=float, default=60.0, help="seconds to answer a request; later: 504, and "
+                    "its queued work is dropped")
+    sv.add_argument("--max_connections", type=int, default=512, help="connections and requests at once "
+                    "(uvicorn's limit_concurrency); more get 503")
+    sv.add_argument("--backlog", type=int, default=2048, help="connections waiting to be accepted (listen backlog)")
     sv.add_argument("--max_seq_length", type=int, default=None, help="truncate longer inputs (default: the model's)")
     sv.add_argument("--threads", type=int, default=0, help="CPU threads of the backend (default: its own)")
     sv.add_argument("--engine", default="uvicorn", choices=["uvicorn", "triton"],
@@ -303,7 +328,9 @@ def _setup_logging(quiet: bool) -> None:
 def cmd_train(args) -> None:
     from zhcls.training import TrainConfig, train
 
+    _check_stride(args)
     fields = {k: v for k, v in vars(args).items() if k not in ("command", "quiet", "no_baseline")}
+    fields["stride"] = fields["stride"] or 0  # 0: half a window
     result = train(TrainConfig(**fields, progress=not args.quiet))
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary line, from the first process
         print(f"best dev score {result.best_score:.4f} (epoch {result.best_epoch}) in {result.seconds:.0f}s; "

@@ -68,6 +68,7 @@ class DynamicBatcher:
         self._open: set[_Request] = set()
         self._computing: set[_Request] = set()
         self._stopping = False
+        self._stopped: asyncio.Future | None = None  # stop()'s drain, once started
         # One thread: forwards run one at a time, each using the backend's own intra-op threads.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zhcls-forward")
 
@@ -86,10 +87,14 @@ class DynamicBatcher:
 
     async def stop(self, drain_timeout: float = 30.0) -> None:
         """Refuse new requests, answer every accepted one, stop the worker. What is still unanswered
-        after ``drain_timeout`` seconds (a forward that hangs) fails with `Stopping`."""
-        if self._stopping:
-            return
-        self._stopping = True
+        after ``drain_timeout`` seconds (a forward that hangs) fails with `Stopping`. Calling it again
+        waits for the first call to finish."""
+        if self._stopped is None:
+            self._stopping = True
+            self._stopped = asyncio.ensure_future(self._drain(drain_timeout))
+        await asyncio.shield(self._stopped)
+
+    async def _drain(self, drain_timeout: float) -> None:
         if self._worker:
             self._queue.put_nowait(_END)  # behind every accepted request: they are all answered first
             try:
