@@ -184,6 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--overwrite", action="store_true", help="let --output_path replace a folder zhcls did not write")
     x.add_argument("--triton_repo", default=None, help="also write a Triton model repository here (tokenizer, "
                    "ONNX model with dynamic batching, post-processing: an ensemble for the NGC Triton container)")
+    x.add_argument("--triton_backend", default="onnxruntime", choices=["onnxruntime", "python"],
+                   help="--triton_repo's form: onnxruntime (the ensemble; truncate and head_tail checkpoints) or "
+                        "python (one Python model running zhcls's ONNX Runtime predictor: any long-text policy, "
+                        "and Triton builds without the onnxruntime backend, such as PyTriton's)")
 
     b = sub.add_parser("bench", help="dev accuracy and latency per backend (torch, onnx, onnx-fused, onnx-int8)")
     b.add_argument("--params_path", required=True, nargs="+", help="checkpoint or export folder(s); several: one plot")
@@ -432,7 +436,8 @@ def cmd_export(args) -> None:
     if args.triton_repo:
         from zhcls.deploy.triton_repo import write_triton_repo
 
-        repo = write_triton_repo(args.output_path, args.triton_repo, overwrite=args.overwrite)
+        repo = write_triton_repo(args.output_path, args.triton_repo, backend=args.triton_backend,
+                                 overwrite=args.overwrite)
         print(f"Triton model repository: {repo}")
     if refused:
         raise refused
