@@ -410,7 +410,8 @@ def test_triton_engine_fails_in_one_line_or_runs_here():
 def test_triton_server_gets_this_interpreters_libpython_first():
     import sysconfig
 
-    env = server_environment({"LD_LIBRARY_PATH": "/usr/lib/x86_64-linux-gnu:/opt/lib"})
+    env = server_environment({"LD_LIBRARY_PATH": "/usr/lib/x86_64-linux-gnu:/opt/lib", "PATH": "/usr/bin"}, "/venv/bin/python")
     assert env["LD_LIBRARY_PATH"].split(":") == [sysconfig.get_config_var("LIBDIR"), "/usr/lib/x86_64-linux-gnu", "/opt/lib"]
+    assert env["PATH"] == "/venv/bin:/usr/bin"  # the stub's embedded Python finds its packages by the python3 on PATH
     assert server_environment({})["LD_LIBRARY_PATH"] == sysconfig.get_config_var("LIBDIR")
 
