@@ -197,8 +197,8 @@ def test_work_per_request_is_bounded(sliding, texts):
 
 
 def test_stride_is_validated_in_one_line(checkpoint, sliding, shared, texts, tmp_path):
-    """--stride below 1 or longer than a window: one line, exit 2, nothing written, in train, evaluate,
-    predict and serve (serve also checks a stride stored in the checkpoint)."""
+    """--stride negative or longer than a window: one line, exit 2, nothing written, in train, evaluate,
+    predict and serve (serve checks the stride stored in the checkpoint). 0 means half a window."""
     env = {**os.environ, "PYTHONPATH": REPO_SRC}
     kuake = shared / "data" / "kuake_qic"
 
@@ -212,8 +212,8 @@ def test_stride_is_validated_in_one_line(checkpoint, sliding, shared, texts, tmp
     config["zhcls"]["long_text"]["stride"] = 100  # > 62, the window of a 64-token model
     (bad_stored / "config.json").write_text(json.dumps(config), encoding="utf-8")
     runs = {
-        "train 0": zhcls("train", "--dataset_dir", str(kuake), "--save_dir", str(tmp_path / "run0"),
-                         "--long_text", "sliding", "--stride", "0"),
+        "train -1": zhcls("train", "--dataset_dir", str(kuake), "--save_dir", str(tmp_path / "run0"),
+                          "--long_text", "sliding", "--stride", "-1"),
         "train 200": zhcls("train", "--dataset_dir", str(kuake), "--save_dir", str(tmp_path / "run1"),
                            "--long_text", "sliding", "--stride", "200", "--max_seq_length", "64"),
         "evaluate -3": zhcls("evaluate", "--params_path", str(checkpoint), "--dataset_dir", str(kuake),
