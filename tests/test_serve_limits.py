@@ -13,6 +13,7 @@ import threading
 import time
 
 import httpx
+import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -194,6 +195,23 @@ def test_work_per_request_is_bounded(sliding, texts):
         r = httpx.post(f"{base}/v1/classify", json={"texts": [three, texts[0]]}, timeout=60)
         assert r.status_code == 200, r.text
         same(r.json()["results"], reference.predict([three, texts[0]]))
+
+
+@pytest.mark.parametrize("stride", [0, 1, 7, 31, 62])
+def test_workload_counts_what_predict_computes(sliding, texts, stride):
+    """The limits are checked on workload(): it must count exactly the inputs predict() makes."""
+    from zhcls.data.long_text import LongText
+
+    predictor = load(sliding, device="cpu")
+    predictor.long_text = LongText("sliding", stride)
+    batch = [texts[0], "".join(texts[:3]), "".join(texts[:9]), "".join(texts)[:777]]
+    windows, tokens = predictor.workload(batch)
+    enc, owner = predictor.tokenizer.encode_long(batch, predictor.max_seq_length, predictor.long_text)
+    assert windows == list(np.bincount(owner, minlength=len(batch)))
+    assert tokens == sum(len(ids) for ids in enc.input_ids)
+    pairs = [(texts[0], texts[1]), ("".join(texts), texts[2])]
+    enc = predictor.tokenizer.encode([a for a, _ in pairs], [b for _, b in pairs], predictor.max_seq_length)
+    assert predictor.workload(pairs) == ([1, 1], sum(len(ids) for ids in enc.input_ids))
 
 
 def test_stride_is_validated_in_one_line(checkpoint, sliding, shared, texts, tmp_path):
