@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench clean triton-env
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,14 @@ demo: install
 	$(PY) -m zhcls.demo --out demo_out
 
 # The layer contract and the linter first: both take seconds, the tests take minutes.
-test: install
+# A real Triton server for tests/test_triton_server.py (numpy < 2: an environment of its own).
+TRITON_VENV ?= .venv-triton
+triton-env:
+	test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/python -m pip install -q -r tests/triton-requirements.txt
+	$(TRITON_VENV)/bin/python -m pip install -q --no-deps -e .
+
+test: install triton-env
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q

@@ -133,7 +133,7 @@ def cmd_export(cfg: ExportConfig) -> None:
     if cfg.triton_repo:
         from zhcls.deploy.triton_repo import write_triton_repo
 
-        repo = write_triton_repo(cfg.output_path, cfg.triton_repo, overwrite=cfg.overwrite)
+        repo = write_triton_repo(cfg.output_path, cfg.triton_repo, backend=cfg.triton_backend, overwrite=cfg.overwrite)
         print(f"Triton model repository: {repo}")
     if refused:
         raise refused
