@@ -309,8 +309,11 @@ def cmd_train(args) -> None:
         print(f"best dev score {result.best_score:.4f} (epoch {result.best_epoch}) in {result.seconds:.0f}s; "
               f"checkpoint: {result.save_dir}")
         if not args.no_baseline:
-            from zhcls.evaluation.baseline import baseline
+            from zhcls.evaluation.baseline import baseline, skipped_without_sklearn
 
+            if skipped := skipped_without_sklearn():
+                logging.getLogger("zhcls").warning("%s", skipped)
+                return
             print(baseline(args.dataset_dir, train_file=args.train_file, dev_file=args.dev_file,
                            label_file=args.label_file, task=args.task, problem_type=args.problem_type).line())
 

@@ -16,6 +16,7 @@ from zhcls import data
 from zhcls.data.long_text import LongText
 from zhcls.errors import ZhclsError, require
 from zhcls.evaluation import metrics
+from zhcls.evaluation.baseline import skipped_without_sklearn
 from zhcls.inference.loading import load, read_meta
 from zhcls.inference.predictor import Predictor, choose_labels, sigmoid, softmax
 
@@ -59,6 +60,9 @@ def evaluate(params_path, dataset_dir, *, splits=None, output_dir=None, batch_si
         except ZhclsError as e:
             log.warning("%s; writing the text reports only (--no_plot skips the PNG)", e)
             plot = False
+    if baseline and ds.train and (skipped := skipped_without_sklearn()):
+        log.warning("%s", skipped)
+        baseline = False
     predictor = predictor or load(params_path, backend=backend, device=device, batch_size=batch_size,
                                   max_seq_length=max_seq_length)
     if long_text is not None:
@@ -92,7 +96,7 @@ def evaluate(params_path, dataset_dir, *, splits=None, output_dir=None, batch_si
                                                                      y_true, chosen)
         report["long_text"] = predictor.long_text.to_meta()
         if split == "dev" and baseline and ds.train:
-            from zhcls.evaluation.baseline import run_baseline
+            from zhcls.evaluation.baseline import run_baseline  # scikit-learn, imported only when it runs
 
             report["baseline"] = run_baseline(ds).to_dict()
         reports[split] = report
