@@ -349,6 +349,7 @@ def cmd_predict(args) -> None:
     from zhcls.errors import ZhclsError
     from zhcls.inference.loading import load, read_meta
     from zhcls.inference.predictor import write_predictions
+    from zhcls.io import check_output_files
 
     # Validate the input and the flags before loading the model.
     _check_threshold(args)
@@ -357,6 +358,9 @@ def cmd_predict(args) -> None:
     examples = data.read_texts(Path(args.dataset_dir) / args.data_file, meta.get("task", "auto"))
     if not examples:
         raise ZhclsError(f"{Path(args.dataset_dir) / args.data_file}: no text to predict")
+    check_output_files([args.output_file], flag="--output_file", inputs=[
+        Path(args.dataset_dir) / args.data_file, args.params_path,
+        *([Path(args.dataset_dir) / args.label_file] if args.label_file else [])])
     predictor = load(args.params_path, backend=args.backend, device=args.device, batch_size=args.batch_size,
                      max_seq_length=args.max_seq_length)
     if args.label_file:
@@ -394,6 +398,12 @@ def cmd_export(args) -> None:
         require(module, "onnx", "zhcls export")
     from zhcls.deploy.export import OPSET, Int8Refused, export
 
+    if args.triton_repo:  # what would refuse the repository refuses the command before the export is written
+        from zhcls.deploy.triton_repo import check_repo
+        from zhcls.inference.loading import read_meta
+
+        check_repo(read_meta(args.params_path), args.triton_repo, overwrite=args.overwrite,
+                   inputs=[p for p in (args.params_path, args.output_path, args.dataset_dir) if p])
     refused = None
     try:
         report = export(args.params_path, args.output_path, opset=args.opset or OPSET, fp16=args.fp16,
@@ -418,9 +428,13 @@ def cmd_bench(args) -> None:
     from zhcls.deploy.bench import bench, format_table, plot
     from zhcls.errors import require
     from zhcls.evaluation.metrics import write_json
+    from zhcls.io import check_output_files
 
     if args.plot:  # before minutes of measuring
         require("matplotlib", "plot", "--plot")
+    check_output_files([p for p in (args.json, args.plot) if p], flag="--json / --plot",
+                       inputs=[*args.params_path, *(os.path.join(args.dataset_dir, f) for f in (args.dev_file,
+                                                                                              args.label_file))])
     backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
     rows = []
     for path in args.params_path:
@@ -692,9 +706,13 @@ def cmd_explain(args) -> None:
     from zhcls.analysis.explain import explain, format_explanation
     from zhcls.errors import ZhclsError
     from zhcls.inference.loading import read_meta
+    from zhcls.io import check_output_files
 
     if bool(args.text) == bool(args.data_file):
         raise ZhclsError("explain: give --text or --data_file (one of them)")
+    data_files = [os.path.join(args.dataset_dir, f) for f in (args.train_file, args.label_file)] if args.dataset_dir else []
+    check_output_files([args.output_file], flag="--output_file",
+                       inputs=[args.params_path, *data_files, *([args.data_file] if args.data_file else [])])
     if args.data_file:
         texts = data.predictor_inputs(data.read_texts(args.data_file, read_meta(args.params_path).get("task", "auto")))
     else:

@@ -41,6 +41,15 @@ def _step(model: str, inputs: dict[str, str], outputs: dict[str, str]) -> str:
     return f'    {{\n      model_name: "{model}"\n      model_version: -1\n{maps}    }}'
 
 
+def check_repo(meta: dict, repo_dir, *, overwrite: bool = False, inputs=()) -> None:
+    """Everything that would refuse the repository, from the model's ``zhcls`` block alone: `zhcls export
+    --triton_repo` calls it with the checkpoint's before it writes the ONNX export."""
+    if meta.get("problem_type", "multi_class") != "multi_class":
+        raise ZhclsError(f"--triton_repo: {meta['problem_type']} models are not supported (multi_class only); "
+                         "serve them with `zhcls serve`")
+    check_output_dir(repo_dir, flag="--triton_repo", overwrite=overwrite, inputs=inputs)
+
+
 def write_triton_repo(export_dir, repo_dir, *, name: str | None = None, max_batch_size: int = 32,
                       max_delay_ms: float = 2.0, variant: str = "fp32", instances: int = 1,
                       overwrite: bool = False) -> Path:
@@ -52,12 +61,9 @@ def write_triton_repo(export_dir, repo_dir, *, name: str | None = None, max_batc
                          "(zhcls export --output_path)")
     config = json.loads((export_dir / "config.json").read_text(encoding="utf-8"))
     meta = config.get("zhcls", {})
-    if meta.get("problem_type", "multi_class") != "multi_class":
-        raise ZhclsError(f"--triton_repo: {meta['problem_type']} models are not supported (multi_class only); "
-                         "serve them with `zhcls serve`")
+    check_repo(meta, repo_dir, overwrite=overwrite, inputs=[export_dir])
     labels = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
     name = name or export_dir.resolve().name
-    check_output_dir(repo_dir, flag="--triton_repo", overwrite=overwrite, inputs=[export_dir])
     settings = {"labels": labels, "task": meta.get("task", "text"), "max_seq_length": meta.get("max_seq_length", 128)}
     length, pair = settings["max_seq_length"], settings["task"] == "pair"
     text_inputs = [("text", "TYPE_STRING", [1])] + ([("text_pair", "TYPE_STRING", [1])] if pair else [])

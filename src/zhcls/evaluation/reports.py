@@ -19,6 +19,7 @@ from zhcls.evaluation import metrics
 from zhcls.evaluation.baseline import skipped_without_sklearn
 from zhcls.inference.loading import load, read_meta
 from zhcls.inference.predictor import Predictor, choose_labels, sigmoid, softmax
+from zhcls.io import check_output_files
 
 log = logging.getLogger("zhcls")
 
@@ -60,6 +61,12 @@ def evaluate(params_path, dataset_dir, *, splits=None, output_dir=None, batch_si
         except ZhclsError as e:
             log.warning("%s; writing the text reports only (--no_plot skips the PNG)", e)
             plot = False
+    out = Path(output_dir or Path(params_path) / "eval")
+    written = [out / "report.json"] + [out / f"{kind}_{split}.{ext}" for split in split_examples
+                                       for kind, ext in (("bad_case", "txt"), ("confusion", "txt"), ("confusion", "png"))]
+    root = Path(dataset_dir)
+    check_output_files(written, flag="--output_dir", inputs=[params_path, *(root / f for f in (
+        train_file, dev_file, test_file or "test.txt", label_file))])
     if baseline and ds.train and (skipped := skipped_without_sklearn()):
         log.warning("%s", skipped)
         baseline = False
@@ -71,7 +78,6 @@ def evaluate(params_path, dataset_dir, *, splits=None, output_dir=None, batch_si
         raise ZhclsError(f"{label_file}: its labels differ from the model's ({len(labels)} vs {len(predictor.labels)} "
                          "labels, or another order); evaluate with the label.txt the model was trained on")
 
-    out = Path(output_dir or Path(params_path) / "eval")
     reports = {}
     for split, examples in split_examples.items():
         texts = data.predictor_inputs(examples)
