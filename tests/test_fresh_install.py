@@ -12,7 +12,7 @@ import pytest
 from conftest import TINY_MODEL
 from core_only import core_command, core_site
 
-TRAIN = ["--model", TINY_MODEL, "--init_random", "--vocab_from_data", "--vocab_size", "1500", "--epochs", "1",
+TRAIN = ["--model", TINY_MODEL, "--init_random", "--vocab_from_data", "--vocab_size", "1500", "--epochs", "1", "--max_steps", "4",
          "--max_seq_length", "64", "--batch_size", "16", "--threads", "1"]
 
 
@@ -71,7 +71,7 @@ def test_quickstart_python_api_without_extras(core_only, tiny_dataset, tmp_path)
     code = f"""
 import json, zhcls
 zhcls.train(dataset_dir={str(tiny_dataset)!r}, model_name={TINY_MODEL!r}, save_dir={str(tmp_path / 'ckpt')!r},
-            early_stop=True, init_random=True, vocab_from_data=True, vocab_size=1500, epochs=1, max_seq_length=64,
+            early_stop=True, init_random=True, vocab_from_data=True, vocab_size=1500, epochs=1, max_steps=4, max_seq_length=64,
             batch_size=16, threads=1, progress=False)
 reports = zhcls.evaluate({str(tmp_path / 'ckpt')!r}, {str(tiny_dataset)!r}, progress=False)
 out = zhcls.load({str(tmp_path / 'ckpt')!r}).predict(["质量很好，物流也快", "用了两天就坏了"], topk=2)
