@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 # takes torch from the wheels it can see; `make install TORCH_INDEX=https://pypi.org/simple` for the CUDA build.
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench clean triton-env
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +21,15 @@ install: $(PY)
 demo: install
 	$(PY) -m zhcls.demo --out demo_out
 
+# A real Triton server for tests/test_triton_server.py (numpy < 2: an environment of its own).
+TRITON_VENV ?= .venv-triton
+triton-env:
+	test -x $(TRITON_VENV)/bin/python || $(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/python -m pip install -q -r tests/triton-requirements.txt
+	$(TRITON_VENV)/bin/python -m pip install -q --no-deps -e .
+
 # The layer contract and the linter first: both take seconds, the tests take minutes.
-test: install
+test: install triton-env
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q

@@ -130,7 +130,7 @@ def cmd_export(cfg: ExportConfig) -> None:
         from zhcls.deploy.triton_repo import check_repo
         from zhcls.inference.loading import read_meta
 
-        check_repo(read_meta(cfg.params_path), cfg.triton_repo, overwrite=cfg.overwrite,
+        check_repo(read_meta(cfg.params_path), cfg.triton_repo, backend=cfg.triton_backend, overwrite=cfg.overwrite,
                    inputs=[p for p in (cfg.params_path, cfg.output_path, cfg.dataset_dir) if p])
     refused = None
     try:
@@ -146,7 +146,7 @@ def cmd_export(cfg: ExportConfig) -> None:
     if cfg.triton_repo:
         from zhcls.deploy.triton_repo import write_triton_repo
 
-        repo = write_triton_repo(cfg.output_path, cfg.triton_repo, overwrite=cfg.overwrite)
+        repo = write_triton_repo(cfg.output_path, cfg.triton_repo, backend=cfg.triton_backend, overwrite=cfg.overwrite)
         print(f"Triton model repository: {repo}")
     if refused:
         raise refused

@@ -72,7 +72,7 @@ COMMON = {
                              choices=("add_parents", "drop_orphans")),
     "long_text": Spec("texts longer than max_seq_length: truncate (keep the start), head_tail (start and end), "
                       "sliding (windows, logits pooled)", choices=("truncate", "head_tail", "sliding")),
-    "stride": Spec("sliding: tokens between window starts (0: half a window)"),
+    "stride": Spec("sliding: tokens between window starts, at most a window (max_seq_length - 2); 0: half a window"),
     "window_pooling": Spec("sliding: how window logits are pooled", choices=("mean", "max")),
     "baseline": Spec("skip the TF-IDF baseline's dev score beside the model's", flags=("--no_baseline",)),
 }

@@ -14,6 +14,10 @@ Two known ways it fails to start, handled here rather than in the user's shell:
   Python, the system's libpython of another patch release is found first and the model fails to
   load (``'_thread.RLock' object has no attribute '_recursion_count'``). The running interpreter's
   own library folder (``sysconfig.get_config_var("LIBDIR")``) goes first on LD_LIBRARY_PATH.
+- The stub's embedded Python ignores PYTHONPATH and takes its packages from the ``python3`` it finds
+  first on PATH: from a virtual environment not activated, that is the base Python's, with its own
+  numpy (measured here: numpy 2, so the stub misreads the text tensors). The running interpreter's
+  folder goes first on PATH.
 - PyTriton 0.7 requires numpy < 2 (its stub mis-reads BYTES tensors under numpy 2: measured here,
   the stub aborts on the first request). With numpy 2 installed we stop with one line saying so.
 """
@@ -24,6 +28,7 @@ import logging
 import os
 import platform
 import signal
+import sys
 import sysconfig
 
 import numpy as np
@@ -56,12 +61,16 @@ def check_platform() -> None:
         raise ZhclsError("--engine triton needs PyTriton: pip install 'zhcls[triton]' (nvidia-pytriton)") from None
 
 
-def server_environment(env: dict) -> dict:
-    """``env`` with this interpreter's libpython folder first on LD_LIBRARY_PATH (Triton's Python stub
-    must load the libpython this process runs, not another one the system has)."""
-    libdir = sysconfig.get_config_var("LIBDIR")
-    paths = [p for p in env.get("LD_LIBRARY_PATH", "").split(":") if p and p != libdir]
-    return {**env, "LD_LIBRARY_PATH": ":".join([libdir, *paths])}
+def server_environment(env: dict, executable: str = sys.executable) -> dict:
+    """``env`` with this interpreter's libpython folder first on LD_LIBRARY_PATH and the folder of
+    ``executable`` first on PATH: Triton's Python stub must load the libpython, and find the packages,
+    of the environment zhcls runs in, not others the system has."""
+    def first(name, value):
+        rest = [p for p in env.get(name, "").split(os.pathsep) if p and p != value]
+        return os.pathsep.join([value, *rest])
+
+    return {**env, "LD_LIBRARY_PATH": first("LD_LIBRARY_PATH", sysconfig.get_config_var("LIBDIR")),
+            "PATH": first("PATH", os.path.dirname(executable))}
 
 
 def infer_function(predictor):

@@ -91,6 +91,7 @@ def train(config: TrainConfig | None = None, **kwargs) -> TrainResult:
     ds = data.load_dataset(cfg.dataset_dir, train_file=cfg.train_file, dev_file=cfg.dev_file,
                            label_file=cfg.label_file, task=cfg.task, problem_type=cfg.problem_type)
     long_text = LongText(cfg.long_text, cfg.stride, cfg.window_pooling)
+    long_text.check(cfg.max_seq_length - 2)
     metric = _metric(cfg, ds.problem_type)
     multi_class = ds.problem_type == "multi_class"
     train_targets = data.encode_labels(ds.train, ds.labels, ds.problem_type)
