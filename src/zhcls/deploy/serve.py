@@ -13,9 +13,13 @@ The server never tokenises or post-processes: requests are merged across clients
     GET  /docs, /openapi.json
 
 Limits answer with a JSON ``{"error": ...}``: a body over ``max_request_bytes`` -> 413, more than
-``max_texts_per_request`` texts -> 413, malformed JSON, wrong types or an empty text -> 422, a full
-queue -> 429 with Retry-After, a model not ready yet -> 503. uvicorn stops accepting on SIGTERM,
-finishes the requests in flight (the batcher answers every request it accepted) and exits 0.
+``max_texts_per_request`` texts, ``max_windows_per_text`` windows or ``max_tokens_per_request``
+tokens -> 413, malformed JSON, wrong types or an empty text -> 422, a full queue -> 429 with
+Retry-After, a model not ready yet or a server stopping -> 503, no answer within ``timeout`` -> 504
+(and the request leaves the queue uncomputed, as it does when its client hangs up). 413 by
+Content-Length, 429 and 503 come before the body is read (`_Admission`). On SIGTERM the batcher
+answers every request it accepted within ``drain_timeout`` (it stops waiting for more texts at
+once), uvicorn finishes the requests in flight, and the process exits 0.
 """
 from __future__ import annotations
 
