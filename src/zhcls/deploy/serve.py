@@ -257,10 +257,14 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], Predictor] = lo
         refused = refuse()
         if refused is not None:
             return refused
-        # Tokenised off the event loop: a long text takes a while, and other requests keep flowing.
-        refused = await asyncio.to_thread(too_much_work, state["predictor"], texts)
-        if refused is not None:
-            return refused
+        predictor = state["predictor"]
+        # Without sliding windows a text is one input of at most max_seq_length tokens: nothing to count
+        # unless that bound passes the limit. Else tokenised off the event loop (a long text takes a while).
+        if (predictor.long_text.policy == "sliding"
+                or len(texts) * predictor.max_seq_length > cfg.max_tokens_per_request):
+            refused = await asyncio.to_thread(too_much_work, predictor, texts)
+            if refused is not None:
+                return refused
         try:
             future = batcher.submit(texts, **options)
         except QueueFull as e:

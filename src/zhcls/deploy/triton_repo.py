@@ -68,26 +68,32 @@ def _group(instances: int) -> str:
     return f"instance_group [\n  {{\n    count: {instances}\n    kind: KIND_CPU\n  }}\n]\n"
 
 
+def check_model(meta: dict, backend: str = "onnxruntime") -> None:
+    """Whether a model with this ``zhcls`` block (a checkpoint's or an export's) can be a repository of this
+    form; callable before the export is written."""
+    if backend not in BACKENDS:
+        raise ZhclsError(f"--triton_backend {backend}: choose one of {', '.join(BACKENDS)}")
+    if meta.get("problem_type", "multi_class") != "multi_class":
+        raise ZhclsError(f"--triton_repo: {meta['problem_type']} models are not supported (multi_class only); "
+                         "serve them with `zhcls serve`")
+    if backend == "onnxruntime" and LongText.from_meta(meta).policy == "sliding":
+        raise ZhclsError("--triton_repo: the checkpoint's --long_text sliding pools windows across rows, which the "
+                         "onnxruntime ensemble cannot; use --triton_backend python (predict() inside Triton)")
+
+
 def write_triton_repo(export_dir, repo_dir, *, name: str | None = None, max_batch_size: int = 32,
                       max_delay_ms: float = 2.0, variant: str = "fp32", instances: int = 1,
                       backend: str = "onnxruntime", overwrite: bool = False) -> Path:
     """The model repository for the export folder ``export_dir`` (from `zhcls export`), written atomically."""
     export_dir, repo_dir = Path(export_dir), Path(repo_dir)
-    if backend not in BACKENDS:
-        raise ZhclsError(f"--triton_backend {backend}: choose one of {', '.join(BACKENDS)}")
     onnx_file = export_dir / VARIANTS.get(variant, "?")
     if not onnx_file.is_file():
         raise ZhclsError(f"{export_dir}: no {VARIANTS.get(variant, variant)}; --triton_repo needs an export folder "
                          "(zhcls export --output_path)")
     config = json.loads((export_dir / "config.json").read_text(encoding="utf-8"))
     meta = config.get("zhcls", {})
-    if meta.get("problem_type", "multi_class") != "multi_class":
-        raise ZhclsError(f"--triton_repo: {meta['problem_type']} models are not supported (multi_class only); "
-                         "serve them with `zhcls serve`")
+    check_model(meta, backend)
     long_text = LongText.from_meta(meta)
-    if backend == "onnxruntime" and long_text.policy == "sliding":
-        raise ZhclsError("--triton_repo: the checkpoint's --long_text sliding pools windows across rows, which the "
-                         "onnxruntime ensemble cannot; use --triton_backend python (predict() inside Triton)")
     labels = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
     name = name or export_dir.resolve().name
     check_output_dir(repo_dir, flag="--triton_repo", overwrite=overwrite, inputs=[export_dir])
