@@ -61,9 +61,9 @@ def test_every_field_reaches_the_command_line_and_back(words, cls):
     parser = leaf_parser(words)
     actions = {a.dest: a for a in parser._actions}
     declared = options.fields(cls)
-    # Every field is an option, except the progress switch (-q) and prune's per-width save_dir.
+    # Every field is an option, except the progress switch (-q) and two loop settings prune fixes itself.
     not_options = {f.name for f in dataclasses.fields(cls)} - {f.name for f, _, _ in declared}
-    assert not_options <= ({"progress", "save_dir"} if cls is PruneConfig else {"progress"}), not_options
+    assert not_options <= ({"progress", "save_dir", "init_random"} if cls is PruneConfig else {"progress"}), not_options
     values, argv, positionals = {}, [], []
     for f, kind, spec in declared:
         assert f.name in actions, f"{' '.join(words)}: field {f.name} has no option"
