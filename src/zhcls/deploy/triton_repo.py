@@ -71,6 +71,8 @@ def _group(instances: int) -> str:
 def check_repo(meta: dict, repo_dir, *, backend: str = "onnxruntime", overwrite: bool = False, inputs=()) -> None:
     """Everything that would refuse the repository, from the model's ``zhcls`` block alone: `zhcls export
     --triton_repo` calls it with the checkpoint's before it writes the ONNX export."""
+    if backend not in BACKENDS:
+        raise ZhclsError(f"--triton_backend {backend}: choose one of {', '.join(BACKENDS)}")
     if meta.get("problem_type", "multi_class") != "multi_class":
         raise ZhclsError(f"--triton_repo: {meta['problem_type']} models are not supported (multi_class only); "
                          "serve them with `zhcls serve`")
@@ -85,8 +87,6 @@ def write_triton_repo(export_dir, repo_dir, *, name: str | None = None, max_batc
                       backend: str = "onnxruntime", overwrite: bool = False) -> Path:
     """The model repository for the export folder ``export_dir`` (from `zhcls export`), written atomically."""
     export_dir, repo_dir = Path(export_dir), Path(repo_dir)
-    if backend not in BACKENDS:
-        raise ZhclsError(f"--triton_backend {backend}: choose one of {', '.join(BACKENDS)}")
     onnx_file = export_dir / VARIANTS.get(variant, "?")
     if not onnx_file.is_file():
         raise ZhclsError(f"{export_dir}: no {VARIANTS.get(variant, variant)}; --triton_repo needs an export folder "
