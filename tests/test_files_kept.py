@@ -51,14 +51,21 @@ def test_a_folder_of_earlier_checkpoints_is_the_users(tiny_dataset, tiny_ckpt, t
     assert snapshot(runs) == before
 
 
-def test_a_run_killed_before_its_first_checkpoint_owns_its_folder(tiny_dataset, tmp_path, capsys):
-    # --save_steps 1 writes training_state/ at step 1; a run that stops there (killed, or --max_steps)
-    # and whose epoch never ends has written no checkpoint yet: its save_dir is still zhcls's to replace.
+def test_a_run_killed_before_its_first_checkpoint_owns_its_folder(tiny_dataset, tmp_path, capsys, monkeypatch):
+    # --save_steps 1 writes training_state/ at step 1; Ctrl-C comes before the epoch's first checkpoint.
+    import zhcls.training.finetune as finetune
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
     run = tmp_path / "run"
-    assert cli(capsys, *one_step(tiny_dataset, run, "--save_steps", 1))[0] == 0
-    (run / "model.safetensors").unlink()  # as if killed before the epoch's checkpoint
-    assert io.written_by_zhcls(run) and (run / "training_state" / "state.json").is_file()
-    assert cli(capsys, *one_step(tiny_dataset, run))[0] == 0
+    with monkeypatch.context() as m:
+        m.setattr(finetune, "save_checkpoint", interrupted)
+        assert cli(capsys, *one_step(tiny_dataset, run, "--save_steps", 1))[0] == 130
+    assert sorted(p.name for p in run.iterdir()) == [MARKER, "training_state"]
+    assert io.written_by_zhcls(run)  # the loop marked save_dir itself: the folder is zhcls's, not the user's
+    assert cli(capsys, *one_step(tiny_dataset, run, "--save_steps", 1, "--resume"))[0] == 0  # resumable
+    assert cli(capsys, *one_step(tiny_dataset, run))[0] == 0  # and replaceable without --overwrite
     assert (run / "model.safetensors").is_file()
 
 
