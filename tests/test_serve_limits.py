@@ -171,6 +171,17 @@ def test_a_client_that_disconnects_frees_its_slot(checkpoint, texts):
         assert gated.computed == [texts[:1], texts[2:3]], "the disconnected client's texts were computed"
 
 
+def test_token_limit_holds_without_sliding_windows(checkpoint, texts):
+    """A truncate checkpoint: texts are cut to 64 tokens, so 2 long texts are 128 tokens: over a limit of 100."""
+    cfg = ServeConfig(params_path=str(checkpoint), max_tokens_per_request=100, threads=1)
+    with running(create_app(cfg)) as base:
+        wait_ready(base)
+        long_text = "".join(texts[:10])
+        r = httpx.post(f"{base}/v1/classify", json={"texts": [long_text, long_text]}, timeout=60)
+        assert r.status_code == 413 and "128 tokens" in r.json()["error"], r.text
+        assert httpx.post(f"{base}/v1/classify", json={"texts": [long_text]}, timeout=60).status_code == 200
+
+
 def test_work_per_request_is_bounded(sliding, texts):
     """A sliding checkpoint: a text needing more windows than --max_windows_per_text, or texts making more
     tokens than --max_tokens_per_request, get 413 with the limit named, and nothing is computed; a 1 MiB

@@ -13,9 +13,13 @@ The server never tokenises or post-processes: requests are merged across clients
     GET  /docs, /openapi.json
 
 Limits answer with a JSON ``{"error": ...}``: a body over ``max_request_bytes`` -> 413, more than
-``max_texts_per_request`` texts -> 413, malformed JSON, wrong types or an empty text -> 422, a full
-queue -> 429 with Retry-After, a model not ready yet -> 503. uvicorn stops accepting on SIGTERM,
-finishes the requests in flight (the batcher answers every request it accepted) and exits 0.
+``max_texts_per_request`` texts, ``max_windows_per_text`` windows or ``max_tokens_per_request``
+tokens -> 413, malformed JSON, wrong types or an empty text -> 422, a full queue -> 429 with
+Retry-After, a model not ready yet or a server stopping -> 503, no answer within ``timeout`` -> 504
+(and the request leaves the queue uncomputed, as it does when its client hangs up). 413 by
+Content-Length, 429 and 503 come before the body is read (`_Admission`). On SIGTERM the batcher
+answers every request it accepted within ``drain_timeout`` (it stops waiting for more texts at
+once), uvicorn finishes the requests in flight, and the process exits 0.
 """
 from __future__ import annotations
 
@@ -253,10 +257,14 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], Predictor] = lo
         refused = refuse()
         if refused is not None:
             return refused
-        # Tokenised off the event loop: a long text takes a while, and other requests keep flowing.
-        refused = await asyncio.to_thread(too_much_work, state["predictor"], texts)
-        if refused is not None:
-            return refused
+        predictor = state["predictor"]
+        # Without sliding windows a text is one input of at most max_seq_length tokens: nothing to count
+        # unless that bound passes the limit. Else tokenised off the event loop (a long text takes a while).
+        if (predictor.long_text.policy == "sliding"
+                or len(texts) * predictor.max_seq_length > cfg.max_tokens_per_request):
+            refused = await asyncio.to_thread(too_much_work, predictor, texts)
+            if refused is not None:
+                return refused
         try:
             future = batcher.submit(texts, **options)
         except QueueFull as e:

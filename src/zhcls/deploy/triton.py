@@ -2,9 +2,10 @@
 
 PyTriton (`nvidia-pytriton`, the `[triton]` extra) ships the tritonserver binary and runs our Python
 function as a Triton model: Triton's dynamic batcher (configured from ``--max_batch_size``,
-``--max_delay_ms`` and ``--max_queue``) merges requests, KServe v2 HTTP on ``--port``, gRPC on
-port+1, Prometheus metrics on port+2, Triton's own health endpoints (/v2/health/ready). Each
-batch is one ``predictor.predict`` call; the model answers every row of it.
+``--max_delay_ms``, and ``--max_queue`` and ``--timeout`` as its queue policy) merges requests,
+KServe v2 HTTP on ``--port``, gRPC on port+1, Prometheus metrics on port+2, Triton's own health
+endpoints (/v2/health/ready). Each batch is one ``predictor.predict`` call; the model answers every
+row of it.
 
 The model ``NAME`` takes ``text`` (BYTES, UTF-8, one per row; pair models also ``text_pair``) and
 answers ``result`` (BYTES: predict()'s dict for that row, as JSON: label, score, ...).
@@ -109,7 +110,9 @@ def run_triton(cfg: ServeConfig) -> None:
                           grpc_port=cfg.grpc_port or cfg.port + 1, metrics_address=cfg.host,
                           metrics_port=cfg.metrics_port or cfg.port + 2, exit_timeout_secs=30)
     batcher = DynamicBatcher(max_queue_delay_microseconds=int(cfg.max_delay_ms * 1000),
-                             default_queue_policy=QueuePolicy(max_queue_size=cfg.max_queue))
+                             # --timeout as Triton's queue timeout: a request still queued then is rejected
+                             default_queue_policy=QueuePolicy(max_queue_size=cfg.max_queue,
+                                                              default_timeout_microseconds=int(cfg.timeout * 1e6)))
     # SIGTERM (Kubernetes, systemd) stops Triton the way Ctrl-C does: in-flight requests finish.
     signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
     try:

@@ -68,29 +68,35 @@ def _group(instances: int) -> str:
     return f"instance_group [\n  {{\n    count: {instances}\n    kind: KIND_CPU\n  }}\n]\n"
 
 
+def check_repo(meta: dict, repo_dir, *, backend: str = "onnxruntime", overwrite: bool = False, inputs=()) -> None:
+    """Everything that would refuse the repository, from the model's ``zhcls`` block alone: `zhcls export
+    --triton_repo` calls it with the checkpoint's before it writes the ONNX export."""
+    if backend not in BACKENDS:
+        raise ZhclsError(f"--triton_backend {backend}: choose one of {', '.join(BACKENDS)}")
+    if meta.get("problem_type", "multi_class") != "multi_class":
+        raise ZhclsError(f"--triton_repo: {meta['problem_type']} models are not supported (multi_class only); "
+                         "serve them with `zhcls serve`")
+    if backend == "onnxruntime" and LongText.from_meta(meta).policy == "sliding":
+        raise ZhclsError("--triton_repo: the checkpoint's --long_text sliding pools windows across rows, which the "
+                         "onnxruntime ensemble cannot; use --triton_backend python (predict() inside Triton)")
+    check_output_dir(repo_dir, flag="--triton_repo", overwrite=overwrite, inputs=inputs)
+
+
 def write_triton_repo(export_dir, repo_dir, *, name: str | None = None, max_batch_size: int = 32,
                       max_delay_ms: float = 2.0, variant: str = "fp32", instances: int = 1,
                       backend: str = "onnxruntime", overwrite: bool = False) -> Path:
     """The model repository for the export folder ``export_dir`` (from `zhcls export`), written atomically."""
     export_dir, repo_dir = Path(export_dir), Path(repo_dir)
-    if backend not in BACKENDS:
-        raise ZhclsError(f"--triton_backend {backend}: choose one of {', '.join(BACKENDS)}")
     onnx_file = export_dir / VARIANTS.get(variant, "?")
     if not onnx_file.is_file():
         raise ZhclsError(f"{export_dir}: no {VARIANTS.get(variant, variant)}; --triton_repo needs an export folder "
                          "(zhcls export --output_path)")
     config = json.loads((export_dir / "config.json").read_text(encoding="utf-8"))
     meta = config.get("zhcls", {})
-    if meta.get("problem_type", "multi_class") != "multi_class":
-        raise ZhclsError(f"--triton_repo: {meta['problem_type']} models are not supported (multi_class only); "
-                         "serve them with `zhcls serve`")
+    check_repo(meta, repo_dir, backend=backend, overwrite=overwrite, inputs=[export_dir])
     long_text = LongText.from_meta(meta)
-    if backend == "onnxruntime" and long_text.policy == "sliding":
-        raise ZhclsError("--triton_repo: the checkpoint's --long_text sliding pools windows across rows, which the "
-                         "onnxruntime ensemble cannot; use --triton_backend python (predict() inside Triton)")
     labels = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
     name = name or export_dir.resolve().name
-    check_output_dir(repo_dir, flag="--triton_repo", overwrite=overwrite, inputs=[export_dir])
     if backend == "python":
         return _write_python_repo(export_dir, repo_dir, name, labels, meta, max_batch_size=max_batch_size,
                                   max_delay_ms=max_delay_ms, variant=variant, instances=instances)

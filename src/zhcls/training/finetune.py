@@ -103,6 +103,8 @@ def train(config: TrainConfig | None = None, **kwargs) -> TrainResult:
     if cfg.hierarchy_policy not in hierarchy.POLICIES:
         raise ZhclsError(f"--hierarchy_policy {cfg.hierarchy_policy}: choose one of {', '.join(hierarchy.POLICIES)}")
     inputs = [cfg.dataset_dir, cfg.init_from_ckpt, cfg.vocab_file]
+    if cfg.class_weights not in ("none", "balanced"):  # a file of weights
+        inputs.append(cfg.class_weights)
     if Path(cfg.model_name).expanduser().exists():  # a local model folder, not a zoo name or hub id
         inputs.append(cfg.model_name)
     rt = start(cfg, inputs=[p for p in inputs if p])
