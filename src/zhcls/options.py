@@ -131,10 +131,11 @@ def add_options(parser: argparse.ArgumentParser, cls) -> None:
         names = spec.flags or (f"--{f.name}",)
         taken.update(names)
         kwargs = {"help": spec.help and spec.help.replace("%", "%%")}
-        if spec.positional:
-            parser.add_argument(f.name, **kwargs)
-            continue
         default = default_of(f)
+        if spec.positional:  # with a default: one that may be left out
+            optional = {} if default is dataclasses.MISSING else {"nargs": "?", "default": default}
+            parser.add_argument(f.name, **kwargs, **optional)
+            continue
         if kind is bool:
             kwargs["action"] = "store_false" if default else "store_true"
         else:
