@@ -35,10 +35,10 @@ test: install triton-env
 	$(PY) -m pytest -q
 
 # The README's measured figures, each from a script under benchmarks/ that writes a JSON result into
-# bench_out/; small defaults here (minutes). The README names the sizes behind each published figure.
+# bench_out/; small defaults here (minutes). docs/benchmarks.md names the sizes behind each published figure.
 bench: install
 	$(PY) benchmarks/peers.py --quick --out bench_out
 	$(PY) benchmarks/train_from_scratch.py --out bench_out
 
 clean:
-	rm -rf $(VENV) demo_out bench_out .pytest_cache
+	rm -rf $(VENV) $(TRITON_VENV) demo_out bench_out .pytest_cache
