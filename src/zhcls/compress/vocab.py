@@ -19,7 +19,7 @@ import torch
 from zhcls import data
 from zhcls.compress.distill import check_classifier
 from zhcls.errors import ZhclsError
-from zhcls.evaluation.metrics import write_json
+from zhcls.evaluation.report_files import write_json
 from zhcls.inference.torch_predictor import TorchPredictor
 from zhcls.io import check_output_dir, check_writable
 from zhcls.models.checkpoint import load_checkpoint, save_checkpoint
