@@ -224,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     _prune_parser(sub)
     _distill_parser(sub)
     _add_analysis_commands(sub)
+    _fewshot_parsers(sub)
 
     pt = sub.add_parser("pretrain", help="continue pretraining (or pretrain) an encoder on a text corpus: MLM, wwm, ELECTRA")
     pt.add_argument("--corpus", required=True, nargs="+", help="text files or folders, one sentence or document per line (streamed)")
@@ -704,11 +705,119 @@ def cmd_explain(args) -> None:
     print(f"highlight: {args.output_file}")
 
 
+# -- few labels or none: zhcls embed, zeroshot, fewshot, select -----------------------------------------------------
+
+def _add_embedder(p):
+    p.add_argument("--params_path", required=True, help="a pretrained encoder folder (e.g. `zhcls convert` output), "
+                   "a checkpoint, or an export folder (ONNX Runtime)")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"],
+                   help="auto: ONNX Runtime for an export folder, else PyTorch")
+    _add_runtime(p)
+
+
+def _fewshot_parsers(sub) -> None:
+    e = sub.add_parser("embed", help="sentence embeddings (mean pooling, unit length, the model's prefixes) -> .npy / .jsonl")
+    _add_embedder(e)
+    e.add_argument("--data_file", required=True, help="texts, one per line")
+    e.add_argument("--output_file", default="embeddings.npy", help=".npy (float32 matrix) or .jsonl (text and vector per line)")
+    e.add_argument("--role", default="query", choices=["query", "passage"],
+                   help="which of the model's prefixes the texts get (e5: 'query: ' / 'passage: '; none for other models)")
+    e.add_argument("--variant", default="auto", choices=["auto", "fp32", "int8", "fp16"], help="an export folder's model")
+
+    z = sub.add_parser("zeroshot", help="classify with no training: cosine between a text and each label's wording")
+    _add_embedder(z)
+    z.add_argument("--labels", required=True, help="label.txt, one label per line")
+    z.add_argument("--descriptions", default=None, help="one description per label, in label.txt's order "
+                   "(default: the label names)")
+    z.add_argument("--template", default="{}", help="the text each label is embedded as; {} is its description")
+    z.add_argument("--data_file", required=True, help="texts, one per line; text<TAB>label lines add the evaluation report")
+    z.add_argument("--problem_type", default="multi_class", choices=["multi_class", "multi_label"])
+    z.add_argument("--threshold", type=float, default=0.8, help="multi-label: the cosine a label must reach")
+    z.add_argument("--temperature", type=float, default=0.01, help="multi-class: softmax over cosine / temperature")
+    z.add_argument("--label_role", default="query", choices=["query", "passage"], help="the prefix of the label texts")
+    z.add_argument("--output_dir", default="./zeroshot", help="predictions.txt (and report.json for labelled data)")
+    z.add_argument("--overwrite", action="store_true", help="let --output_dir replace a folder zhcls did not write")
+
+    f = sub.add_parser("fewshot", help="train from K examples per class: SetFit's contrastive fine-tuning and a "
+                       "logistic-regression head, as an ordinary checkpoint")
+    _add_common_data(f)
+    f.add_argument("--shots", type=int, default=8, help="K: examples drawn per class from the training file")
+    f.add_argument("--model_name", "--model", dest="model_name", default="multilingual-e5-small",
+                   help="the sentence encoder: zoo name or local folder")
+    f.add_argument("--save_dir", default="./fewshot", help="the checkpoint folder")
+    f.add_argument("--overwrite", action="store_true", help="let --save_dir replace a folder zhcls did not write")
+    f.add_argument("--sample_seed", type=int, default=0, help="which K rows of each class are drawn")
+    f.add_argument("--sampling_strategy", default="oversampling", choices=["oversampling", "undersampling", "unique"],
+                   help="SetFit's pair sampling: as many negative as positive pairs (the rarer kind repeated), or fewer, or each pair once")
+    f.add_argument("--num_iterations", type=int, default=0, help="> 0: this many positive and negative pairs per row (SetFit's option)")
+    f.add_argument("--max_pairs", type=int, default=0, help="> 0: at most this many pairs (a CPU budget)")
+    f.add_argument("--head_c", type=float, default=1.0, help="the logistic-regression head's C (inverse regularisation)")
+    f.add_argument("--max_dev", type=int, default=0, help="> 0: score dev on this many of its rows")
+    f.add_argument("--max_seq_length", type=int, default=128)
+    f.add_argument("--batch_size", type=int, default=16, help="pairs per step")
+    f.add_argument("--learning_rate", type=float, default=2e-5)
+    f.add_argument("--epochs", type=int, default=1, help="contrastive epochs over the pairs")
+    f.add_argument("--warmup_proportion", type=float, default=0.1)
+    f.add_argument("--weight_decay", type=float, default=0.0)
+    f.add_argument("--max_steps", type=int, default=0, help="stop after N optimizer steps")
+    f.add_argument("--seed", type=int, default=3, help="pair order, the loop's batches and dropout")
+    f.add_argument("--device", default="auto", help="cpu, gpu or auto")
+    f.add_argument("--amp", default="auto", choices=["auto", "none", "bf16", "fp16"])
+    f.add_argument("--threads", type=int, default=0, help="CPU threads (default: all cores)")
+    f.add_argument("--cache_dir", default=None, help="hub download cache")
+
+    s = sub.add_parser("select", help="which K texts of an unlabelled pool to label first (k-means on embeddings, "
+                       "the text nearest each centroid)")
+    _add_embedder(s)
+    s.add_argument("--pool", required=True, help="unlabelled texts, one per line")
+    s.add_argument("--k", type=int, default=32, help="how many texts to pick")
+    s.add_argument("--output_file", default="to_label.txt", help="the picked texts, one per line, in the pool's order")
+    s.add_argument("--seed", type=int, default=0, help="k-means initialisation")
+
+
+def _options(args, drop=()) -> dict:
+    """The parsed flags as a config dataclass's keyword arguments."""
+    return {k: v for k, v in vars(args).items() if k not in ("command", "quiet", *drop)} | {"progress": not args.quiet}
+
+
+def cmd_embed(args) -> None:
+    from zhcls.fewshot.embed import EmbedConfig, embed_file
+
+    vectors = embed_file(EmbedConfig(**_options(args)))
+    print(f"{vectors.shape[0]} embeddings of size {vectors.shape[1]} written to {args.output_file}")
+
+
+def cmd_zeroshot(args) -> None:
+    from zhcls.evaluation.metrics import format_report
+    from zhcls.fewshot.zeroshot import ZeroshotConfig, zeroshot
+
+    report = zeroshot(ZeroshotConfig(**_options(args)))
+    if report:
+        print(format_report(report, title="zero-shot"))
+    print(f"predictions: {args.output_dir}/predictions.txt" + (f", report: {args.output_dir}/report.json" if report else ""))
+
+
+def cmd_fewshot(args) -> None:
+    from zhcls.fewshot.train import FewshotConfig, fewshot
+
+    result = fewshot(FewshotConfig(**_options(args)))
+    print(f"few-shot ({args.shots} per class): dev accuracy {result.best_score:.4f} in {result.seconds:.0f}s; "
+          f"checkpoint: {result.save_dir}")
+
+
+def cmd_select(args) -> None:
+    from zhcls.fewshot.select import SelectConfig, select
+
+    chosen = select(SelectConfig(**_options(args)))
+    print(f"{len(chosen)} texts to label first written to {args.output_file} (label them, then `zhcls fewshot`)")
+
+
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "models": cmd_models,
             "export": cmd_export, "bench": cmd_bench, "convert": cmd_convert, "inspect": cmd_inspect,
             "serve": cmd_serve, "prune": cmd_prune, "distill": cmd_distill, "baseline": cmd_baseline,
             "analyze": cmd_analyze, "augment": cmd_augment, "explain": cmd_explain, "pretrain": cmd_pretrain,
-            "clue": cmd_clue}
+            "clue": cmd_clue, "embed": cmd_embed, "zeroshot": cmd_zeroshot, "fewshot": cmd_fewshot,
+            "select": cmd_select}
 
 
 def main(argv=None) -> int:

@@ -20,6 +20,7 @@ from torch import nn
 from zhcls.errors import ZhclsError
 
 MODEL_TYPES = ("bert", "ernie", "electra")
+POOLINGS = ("default", "mean")
 ARCHITECTURES = {
     "bert": "BertForSequenceClassification",
     "ernie": "ErnieForSequenceClassification",
@@ -65,6 +66,10 @@ class EncoderConfig:
     task_type_vocab_size: int = 3
     # "default": the family's own head; "linear": one Linear on [CLS] (ELECTRA's TF fine-tuning head).
     classifier_type: str = "default"
+    # The sentence vector the head reads: "default" (the pooler on [CLS], or ELECTRA's [CLS] state) or "mean"
+    # (the mean of the token states over the attention mask, L2-normalised: a sentence encoder's embedding,
+    # which `zhcls fewshot` trains its head on).
+    pooling: str = "default"
     # Pruning: per-layer head count and FFN width (None: uniform num_attention_heads / intermediate_size).
     layer_num_heads: list[int] | None = None
     layer_intermediate_sizes: list[int] | None = None
@@ -76,6 +81,8 @@ class EncoderConfig:
     def __post_init__(self):
         if self.model_type not in MODEL_TYPES:
             raise ZhclsError(f"unsupported model_type {self.model_type!r}: zhcls supports {', '.join(MODEL_TYPES)}")
+        if self.pooling not in POOLINGS:
+            raise ZhclsError(f"unsupported pooling {self.pooling!r}: expected one of {', '.join(POOLINGS)}")
         if self.hidden_act not in ACTIVATIONS:
             raise ZhclsError(f"unsupported hidden_act {self.hidden_act!r}: expected one of {', '.join(ACTIVATIONS)}")
         self.id2label = {int(k): v for k, v in self.id2label.items()}
@@ -121,6 +128,8 @@ class EncoderConfig:
         if not self.is_pruned:  # uniform layers: keep config.json identical to a transformers one
             d.pop("layer_num_heads")
             d.pop("layer_intermediate_sizes")
+        if self.pooling == "default":  # keep config.json identical to a transformers one
+            d.pop("pooling")
         if self.model_type != "electra":
             d.pop("embedding_size")
         if self.model_type != "ernie":
@@ -237,11 +246,21 @@ class Pooler(nn.Module):
         return torch.tanh(self.dense(hidden[:, 0]))
 
 
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The sentence embedding of a sentence encoder (e5, SBERT): token states averaged over the attention
+    mask, L2-normalised, so that a dot product is the cosine similarity."""
+    mask = attention_mask[:, :, None].to(hidden.dtype)
+    summed = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+    return F.normalize(summed, dim=-1)
+
+
 class Backbone(nn.Module):
-    """Embeddings -> (projection) -> encoder -> (pooler). Returns (sequence_output, pooled or [CLS])."""
+    """Embeddings -> (projection) -> encoder -> (pooler). Returns (sequence_output, pooled or [CLS], or
+    the mean-pooled embedding with ``pooling="mean"``)."""
 
     def __init__(self, c: EncoderConfig):
         super().__init__()
+        self.config = c  # read at each call: `zhcls fewshot` switches a loaded model to mean pooling
         self.embeddings = Embeddings(c)
         if c.embedding_size != c.hidden_size:
             self.embeddings_project = nn.Linear(c.embedding_size, c.hidden_size)
@@ -262,7 +281,10 @@ class Backbone(nn.Module):
         if states is not None:
             states.append(x)
         hidden = self.encoder(x, mask, states)
-        pooled = self.pooler(hidden) if hasattr(self, "pooler") else hidden[:, 0]
+        if self.config.pooling == "mean":
+            pooled = mean_pool(hidden, torch.ones_like(input_ids) if attention_mask is None else attention_mask)
+        else:
+            pooled = self.pooler(hidden) if hasattr(self, "pooler") else hidden[:, 0]
         return hidden, pooled
 
 
@@ -321,11 +343,19 @@ class SequenceClassifier(nn.Module):
         layer's output, every one (batch, seq, hidden), as transformers orders them."""
         states = [] if output_hidden_states else None
         _, pooled = self.backbone(input_ids, token_type_ids, attention_mask, states)
-        if self.config.model_type == "electra":
-            logits = self.classifier(pooled)
-        else:
-            logits = self.classifier(self.dropout(pooled))
+        logits = self.head(pooled)
         return (logits, tuple(states)) if output_hidden_states else logits
+
+    def head(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Logits from the pooled sentence vector."""
+        if self.config.model_type == "electra":
+            return self.classifier(pooled)
+        return self.classifier(self.dropout(pooled))
+
+    def embed(self, input_ids, token_type_ids=None, attention_mask=None) -> torch.Tensor:
+        """The sentence embedding (`mean_pool`), whatever the head reads: `zhcls embed`, zero-shot, few-shot."""
+        hidden, _ = self.backbone(input_ids, token_type_ids, attention_mask)
+        return mean_pool(hidden, torch.ones_like(input_ids) if attention_mask is None else attention_mask)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
