@@ -51,7 +51,7 @@ def label_texts(labels: list[str], descriptions_file, template: str) -> list[str
     if descriptions_file is None:
         return [template.replace("{}", label) for label in labels]
     lines = data.read_lines(descriptions_file)
-    while lines and not lines[-1].strip():
+    while len(lines) > len(labels) and not lines[-1].strip():  # extra newlines at the end, not a missing description
         lines.pop()
     if len(lines) != len(labels):
         raise data_error(descriptions_file, None, f"{len(lines)} descriptions for {len(labels)} labels; write one "
