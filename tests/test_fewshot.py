@@ -174,7 +174,7 @@ def cli_plain(*args):
 
 def test_fewshot_pulls_classes_apart_and_head_is_the_regression(fewshot_model, encoder, waimai):
     """After contrastive training, same-class shots are closer than before relative to other-class shots; the
-    checkpoint's probabilities are exactly a logistic regression's on its own embeddings."""
+    checkpoint's probabilities are exactly a logistic regression's on its own mean-pooled vectors."""
     from sklearn.linear_model import LogisticRegression
 
     meta = json.loads((fewshot_model / "config.json").read_text(encoding="utf-8"))
@@ -193,7 +193,7 @@ def test_fewshot_pulls_classes_apart_and_head_is_the_regression(fewshot_model, e
     trained = load(fewshot_model, device="cpu")
     before, after = margin(load(encoder, device="cpu").embed(texts)), margin(trained.embed(texts))
     assert after > before + 0.05, (before, after)
-    vectors = trained.embed(texts)
+    vectors = trained.sentence_features(texts)  # what the head reads: the mean-pooled vector
     expected = LogisticRegression(C=1.0, max_iter=1000, random_state=3).fit(vectors, y).predict_proba(vectors)
     np.testing.assert_allclose(trained.predict_proba(texts), expected, atol=1e-4)
 

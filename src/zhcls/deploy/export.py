@@ -46,7 +46,7 @@ from zhcls.inference.predictor import Predictor, check_max_seq_length
 from zhcls.inference.torch_predictor import TorchPredictor
 from zhcls.io import atomic_dir, check_output_dir
 from zhcls.models.checkpoint import load_checkpoint
-from zhcls.models.modeling import mean_pool
+from zhcls.models.modeling import embedding
 
 log = logging.getLogger("zhcls")
 
@@ -87,7 +87,7 @@ class LogitsAndEmbedding(torch.nn.Module):
 
     def forward(self, input_ids, token_type_ids, attention_mask):
         hidden, pooled = self.model.backbone(input_ids, token_type_ids, attention_mask)
-        return self.model.head(pooled), mean_pool(hidden, attention_mask)
+        return self.model.head(pooled), embedding(hidden, attention_mask)
 
 
 def to_onnx(model, path, opset: int = OPSET) -> None:

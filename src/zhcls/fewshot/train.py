@@ -5,8 +5,8 @@
    with itself included, shuffled; as many negatives as positives, the rarer kind repeated; or
    ``num_iterations`` x rows of each): the cosine of the two mean-pooled embeddings is pulled to 1 for the
    same class and to 0 for different ones (sentence-transformers' CosineSimilarityLoss, a squared error).
-3. A logistic regression on the K x C embeddings (SetFit's default head), written into the model's linear
-   classifier over the mean-pooled embedding (``pooling="mean"`` in config.json).
+3. A logistic regression on the K x C mean-pooled vectors (SetFit's default head, on the model's output
+   without normalisation), written into the model's linear classifier over them (``pooling="mean"``).
 
 The output is an ordinary checkpoint folder: evaluate, predict, export and serve read it as any other.
 """
@@ -147,6 +147,21 @@ def fit_head(model, x: np.ndarray, y: np.ndarray, c: float, seed: int) -> None:
         head.bias.copy_(torch.as_tensor(bias, dtype=head.bias.dtype))
 
 
+def with_linear_head_on_mean(model):
+    """The model with ``pooling="mean"`` (the vector the contrastive loss trains) and a single Linear head on it
+    (ELECTRA's two-layer head becomes `classifier_type` linear): the same encoder weights, the pooler dropped."""
+    config = model.config
+    if config.pooling == "mean" and (config.model_type != "electra" or config.classifier_type == "linear"):
+        return model
+    config.pooling = "mean"
+    if config.model_type == "electra":
+        config.classifier_type = "linear"
+    encoder = {k: v for k, v in model.state_dict().items() if not k.startswith("classifier.") and ".pooler." not in k}
+    rebuilt = type(model)(config)
+    rebuilt.load_state_dict(encoder, strict=False)
+    return rebuilt
+
+
 def fewshot(config: FewshotConfig | None = None, **kwargs) -> TrainResult:
     """Train a few-shot classifier (see the module doc); the checkpoint lands in ``save_dir``."""
     cfg = config or FewshotConfig(**kwargs)
@@ -168,10 +183,7 @@ def fewshot(config: FewshotConfig | None = None, **kwargs) -> TrainResult:
     rt = start(cfg, inputs=inputs)
     model, tokenizer = load_pretrained(cfg.model_name, ds.labels, cache_dir=cfg.cache_dir)
     check_max_seq_length(cfg.max_seq_length, model.config.max_position_embeddings)
-    model.config.pooling = "mean"  # the head reads the embedding the contrastive loss trains
-    if model.config.model_type == "electra":
-        model.config.classifier_type = "linear"  # the two-layer head becomes one Linear on the embedding
-        del model.classifier.dense
+    model = with_linear_head_on_mean(model)
     prefixes = model.config.extra.get("zhcls", {}).get("prefixes") or {}
     text_prefix = prefixes.get("query", "")
     meta = {"task": "text", "problem_type": "multi_class", "max_seq_length": cfg.max_seq_length,
@@ -195,7 +207,7 @@ def fewshot(config: FewshotConfig | None = None, **kwargs) -> TrainResult:
 
     def evaluate() -> float:
         """Fit the head on the K-shot embeddings of the encoder as it is now; dev accuracy of the whole model."""
-        fit_head(model, predictor.embed([e.text_a for e in shots]), y, cfg.head_c, cfg.seed)
+        fit_head(model, predictor.sentence_features([e.text_a for e in shots]), y, cfg.head_c, cfg.seed)
         if not dev:
             return 0.0
         probs = predictor.predict_proba([e.text_a for e in dev])
