@@ -253,11 +253,11 @@ def test_multilabel_export_parity_and_int8_gate_on_micro_f1(cail, tmp_path):
     dataset, result = cail
     from zhcls.deploy.export import export
 
-    report = export(result.save_dir, tmp_path / "onnx", quantize="int8", max_accuracy_drop=100.0,
+    report = export(result.save_dir, tmp_path / "onnx", quantize="int8",  # the default gate: 0.5 points
                     dataset_dir=dataset, threads=1, progress=False)
     assert report["fused"]["max_abs_diff"] <= report["fused"]["tolerance"]
     int8 = report["variants"]["int8"]
-    assert int8["metric"] == "micro_f1" and int8["accepted"]
+    assert int8["metric"] == "micro_f1" and int8["accepted"] and int8["drop"] <= 0.5
     stored = json.loads((result.save_dir / "config.json").read_text(encoding="utf-8"))["zhcls"]
     # The gate scores fp32 at the checkpoint's tuned thresholds: the training-time dev score.
     assert int8["dev_fp32"] == pytest.approx(100 * stored["best_dev_score"], abs=1e-6)

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from zhcls.data.batching import training_batches
 from zhcls.errors import ZhclsError
-from zhcls.io import atomic_dir, check_output_dir
+from zhcls.io import atomic_dir, check_output_dir, mark_ours
 from zhcls.models.devices import amp_dtype, resolve_device
 
 log = logging.getLogger("zhcls")
@@ -326,6 +326,7 @@ def _grouped(batches: Iterable, n: int) -> Iterator[list]:
 
 
 def _save_state(save_dir: Path, model, optimizer, scaler, progress: _Progress, cfg: LoopConfig) -> None:
+    mark_ours(save_dir)  # start() let us write here: a run killed before its first checkpoint still owns save_dir
     with atomic_dir(save_dir / STATE_DIR) as tmp:
         save_model(model, str(tmp / "model.safetensors"))  # tied weights (ELECTRA's shared embeddings) stored once
         torch.save({"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
