@@ -99,9 +99,10 @@ def main(argv=None) -> None:
 
     from zhcls import data
     from zhcls.evaluation.baseline import Baseline
-    from zhcls.evaluation.metrics import write_json
+    from zhcls.evaluation.report_files import write_json
+    from zhcls.fewshot.config import FewshotConfig
     from zhcls.fewshot.embed import embedder
-    from zhcls.fewshot.train import FewshotConfig, dev_subset, draw_shots, fewshot
+    from zhcls.fewshot.train import dev_subset, draw_shots, fewshot
     from zhcls.fewshot.zeroshot import zeroshot
     from zhcls.training import TrainConfig, train
 

@@ -23,8 +23,8 @@ LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 SHELL_OPERATORS = {"|", "||", "&&", ";", ">", ">>", "2>", "2>&1", "&"}
 
 
-def split_page(text: str) -> tuple[list[str], list[list[str]]]:
-    """The page's prose lines (inline code removed) and its fenced code blocks."""
+def split_page(text: str, keep_inline_code: bool = False) -> tuple[list[str], list[list[str]]]:
+    """The page's prose lines (inline code removed unless asked) and its fenced code blocks."""
     prose, blocks, block = [], [], None
     for line in text.splitlines():
         if FENCE.match(line):
@@ -36,7 +36,7 @@ def split_page(text: str) -> tuple[list[str], list[list[str]]]:
         elif block is not None:
             block.append(line)
         else:
-            prose.append(re.sub(r"`[^`]*`", "", line))
+            prose.append(line if keep_inline_code else re.sub(r"`[^`]*`", "", line))
     assert block is None, "a code fence is never closed"
     return prose, blocks
 
@@ -114,14 +114,59 @@ def documented_commands() -> list[tuple[str, list[str]]]:
     return found
 
 
+def inline_commands(page: Path) -> list[str]:
+    """`zhcls ...` spans in the prose (often fragments: `zhcls train --model DIR`), joined across lines."""
+    prose, _ = split_page(page.read_text(encoding="utf-8"), keep_inline_code=True)
+    return [" ".join(span.split()) for span in re.findall(r"`(zhcls\s[^`]+)`", "\n".join(prose))]
+
+
+def help_text(parser, command: tuple[str, ...]) -> str | None:
+    """What `zhcls COMMAND --help` prints, or None when COMMAND is not a command."""
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+            parser.parse_args([*command, "--help"])
+    except SystemExit as e:
+        return out.getvalue() if e.code == 0 else None
+    return None
+
+
+def unknown_flags(parser, arguments: list[str], helps: dict) -> list[str]:
+    """The `--flags` among arguments that their command does not have, spelt out: argparse would also
+    take an unambiguous prefix (`--epoch` for `--epochs`), which is not the documented name. The
+    command is the longest run of leading words that the parser knows (`analyze dirty|sparse`: analyze)."""
+    words = arguments[:next((i for i, a in enumerate(arguments) if a.startswith("-")), len(arguments))]
+    for n in range(len(words), -1, -1):
+        command = tuple(words[:n])
+        if command not in helps:
+            helps[command] = help_text(parser, command)
+        if helps[command] is not None:
+            break
+    flags = [a.split("=")[0] for a in arguments if a.startswith("--")]
+    return [f for f in flags if not re.search(rf"(?<![\w-]){re.escape(f)}(?![\w-])", helps[command])]
+
+
+def refusal(parser, arguments: list[str], helps: dict) -> str | None:
+    """Why the parser refuses these arguments as a whole command line, or None."""
+    stderr = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stderr):
+            args = parser.parse_args(arguments)
+    except SystemExit as e:
+        return stderr.getvalue().strip().splitlines()[-1] if e.code else None
+    if args.command is None:
+        return "no command"
+    unknown = unknown_flags(parser, arguments, helps)
+    return f"not a flag of this command (a prefix?): {unknown}" if unknown else None
+
+
 def test_the_pages_exist_and_the_readme_stays_a_front_door():
     names = {page.name for page in PAGES}
     assert {"README.md", "benchmarks.md", "training.md", "architecture.md"} <= names
     assert len((REPO / "README.md").read_text(encoding="utf-8").splitlines()) <= 250
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
-def test_every_relative_link_resolves(page):
+def broken_links(page: Path) -> list[str]:
     broken = []
     for target in links(page):
         if re.match(r"^[a-z][a-z0-9+.-]*:", target):  # https:, mailto: ...: not ours to check offline
@@ -132,33 +177,22 @@ def test_every_relative_link_resolves(page):
             broken.append(f"{target}: no such file")
         elif anchor and file.suffix == ".md" and anchor not in anchors(file):
             broken.append(f"{target}: no heading with that anchor in {file.name}")
-    assert not broken, f"{page.name}: " + "; ".join(broken)
+    return broken
 
 
-def help_text(parser, command: tuple[str, ...]) -> str:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
-        parser.parse_args([*command, "--help"])
-    return out.getvalue()
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_relative_link_resolves(page):
+    assert not broken_links(page), f"{page.name}: " + "; ".join(broken_links(page))
 
 
-def refusal(parser, arguments: list[str], helps: dict) -> str | None:
-    """Why the parser refuses these arguments, or None. A flag must be spelt out: argparse would also
-    take an unambiguous prefix (`--epoch` for `--epochs`), which is not the documented name."""
-    stderr = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(stderr):
-            args = parser.parse_args(arguments)
-    except SystemExit as e:
-        return stderr.getvalue().strip().splitlines()[-1] if e.code else None
-    if args.command is None:
-        return "no command"
-    command = tuple(arguments[:next((i for i, a in enumerate(arguments) if a.startswith("-")), len(arguments))])
-    if command not in helps:
-        helps[command] = help_text(parser, command)
-    flags = [a.split("=")[0] for a in arguments if a.startswith("--")]
-    unknown = [f for f in flags if not re.search(rf"(?<![\w-]){re.escape(f)}(?![\w-])", helps[command])]
-    return f"not a flag of `zhcls {command[0]}` (a prefix?): {unknown}" if unknown else None
+def test_the_link_check_would_catch_a_broken_link(tmp_path):
+    (tmp_path / "a.md").write_text("# A page\n\n## `zhcls train` (flags)\n\n```\n# not a heading\n```\n",
+                                   encoding="utf-8")
+    page = tmp_path / "b.md"
+    page.write_text("[ok](a.md#zhcls-train-flags) [top](#b) [web](https://example.org/x) `[code](nowhere.md)`\n"
+                    "# B\n[file](c.md) [anchor](a.md#not-a-heading) [self](#nope)\n", encoding="utf-8")
+    assert broken_links(page) == ["c.md: no such file", "a.md#not-a-heading: no heading with that anchor in a.md",
+                                  "#nope: no heading with that anchor in b.md"]
 
 
 def test_every_documented_command_line_parses():
@@ -169,6 +203,15 @@ def test_every_documented_command_line_parses():
     assert not failures, "command lines in the docs that the parser refuses:\n" + "\n".join(failures)
 
 
+def test_every_inline_command_names_real_flags():
+    parser, helps = build_parser(), {}
+    spans = [(page.name, span) for page in PAGES for span in inline_commands(page)]
+    assert len(spans) > 20, "the docs lost their inline commands, or this test stopped finding them"
+    wrong = [f"{name}: `{span}`: {bad}" for name, span in spans
+             if (bad := unknown_flags(parser, shlex.split(span)[1:], helps))]
+    assert not wrong, "flags in the docs' prose that the command does not have:\n" + "\n".join(wrong)
+
+
 def test_the_parser_check_would_catch_a_wrong_flag():
     """The check above is only worth something if a misspelt flag, a prefix or a wrong command fails it."""
     parser, helps = build_parser(), {}
@@ -177,6 +220,9 @@ def test_the_parser_check_would_catch_a_wrong_flag():
     for arguments in (["train", "--dataset_dir", "d", "--epochz", "3"], ["train", "--dataset_dir", "d", "--epoch", "3"],
                       ["trian", "--dataset_dir", "d"], ["predict", "--params_path"]):
         assert refusal(parser, arguments, helps), arguments
+    assert unknown_flags(parser, ["analyze", "dirty", "--dirty_num", "9"], helps) == []
+    assert unknown_flags(parser, ["analyze", "dirty|sparse"], helps) == []
+    assert unknown_flags(parser, ["train", "--model", "DIR", "--epoch"], helps) == ["--epoch"]
     assert zhcls_arguments("torchrun --nproc_per_node 2 -m zhcls train --save_dir ckpt  # two ranks") == [
         "train", "--save_dir", "ckpt"]
     assert zhcls_arguments("curl -s localhost:8000/v1/classify") is None

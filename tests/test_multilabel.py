@@ -15,7 +15,7 @@ from zhcls.cli import main
 from zhcls.data.hierarchy import inconsistent_paths, make_consistent, parent_index
 from zhcls.data.long_text import LongText
 from zhcls.errors import ZhclsError
-from zhcls.evaluation import metrics
+from zhcls.evaluation import metrics, report_files
 from zhcls.inference.predictor import choose_labels, pool_windows, write_predictions
 from zhcls.training.losses import class_weights, classification_loss
 
@@ -119,14 +119,14 @@ def test_multilabel_report_set_metrics_and_levels():
     level1 = r["levels"][0]  # labels a, b: gold [[1,0],[0,1],[1,0]], predicted [[1,0],[0,1],[0,1]]
     assert level1["micro_f1"] == pytest.approx(2 * 2 / (3 + 3))
     assert r["inconsistent_paths"] == 0
-    assert "level 2" in metrics.format_report(r)
+    assert "level 2" in report_files.format_report(r)
 
 
 def test_multilabel_bad_cases_list_missing_and_extra(tmp_path):
     path = tmp_path / "bad.txt"
     gold = np.array([[1, 0, 1], [0, 1, 0], [1, 0, 0]])
     chosen = np.array([[1, 1, 0], [0, 1, 0], [1, 0, 0]], dtype=bool)
-    assert metrics.write_multilabel_bad_cases(path, ["t1", "t2", "t\t3"], ["x", "y", "z"], gold, chosen) == 1
+    assert report_files.write_multilabel_bad_cases(path, ["t1", "t2", "t\t3"], ["x", "y", "z"], gold, chosen) == 1
     assert path.read_text(encoding="utf-8").splitlines() == ["Missing\tExtra\tPrediction\tLabel\tText",
                                                              "z\ty\tx,y\tx,z\tt1"]
 

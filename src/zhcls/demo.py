@@ -69,7 +69,7 @@ def _run(args) -> int:
     from zhcls.deploy.bench import bench, format_table, plot
     from zhcls.deploy.export import export
     from zhcls.evaluation import evaluate
-    from zhcls.evaluation.metrics import write_json
+    from zhcls.evaluation.report_files import write_json
     from zhcls.inference.loading import load
     from zhcls.training import train
 

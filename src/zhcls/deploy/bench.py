@@ -30,13 +30,13 @@ from tqdm.auto import tqdm
 
 from zhcls import data
 from zhcls.data.batching import inference_batches
+from zhcls.deploy.config import BACKENDS
 from zhcls.errors import ZhclsError, require
 from zhcls.evaluation.reports import dev_score
 from zhcls.inference.onnx_predictor import REPORT, VARIANTS, OnnxPredictor, default_threads
 
 log = logging.getLogger("zhcls")
 
-BACKENDS = ("torch", "onnx", "onnx-fused", "onnx-int8")
 # Timing fields: medians over repeats. The others are the same in every repeat.
 TIMINGS = ("padded_ms", "padded_tokenizer_ms", "real_ms", "real_tokenizer_ms", "throughput", "b1_p50_ms", "b1_p99_ms",
            "peak_rss_mb")

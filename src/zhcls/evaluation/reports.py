@@ -15,7 +15,7 @@ import numpy as np
 from zhcls import data
 from zhcls.data.long_text import LongText
 from zhcls.errors import ZhclsError, require
-from zhcls.evaluation import metrics
+from zhcls.evaluation import metrics, report_files
 from zhcls.inference.loading import load, read_meta
 from zhcls.inference.predictor import Predictor, choose_labels, sigmoid, softmax
 
@@ -76,11 +76,11 @@ def evaluate(params_path, dataset_dir, *, splits=None, output_dir=None, batch_si
         shown = ["\t".join(t) if isinstance(t, tuple) else t for t in texts]
         if problem_type == "multi_class":
             report = metrics.classification_report(labels, y_true, probs)
-            report["bad_cases"] = metrics.write_bad_cases(out / f"bad_case_{split}.txt", shown, labels, y_true, probs)
+            report["bad_cases"] = report_files.write_bad_cases(out / f"bad_case_{split}.txt", shown, labels, y_true, probs)
             (out / f"confusion_{split}.txt").parent.mkdir(parents=True, exist_ok=True)
-            (out / f"confusion_{split}.txt").write_text(metrics.format_confusion(report), encoding="utf-8")
+            (out / f"confusion_{split}.txt").write_text(report_files.format_confusion(report), encoding="utf-8")
             if plot:
-                metrics.plot_confusion(report, out / f"confusion_{split}.png")
+                report_files.plot_confusion(report, out / f"confusion_{split}.png")
         else:
             chosen = predictor.decide(probs, threshold, min_labels=min_labels, max_labels=max_labels,
                                       hierarchy_policy=hierarchy_policy)
@@ -88,7 +88,7 @@ def evaluate(params_path, dataset_dir, *, splits=None, output_dir=None, batch_si
                                                hierarchical=problem_type == "hierarchical")
             report["decision"] = {"thresholds": [threshold] * len(labels) if threshold is not None
                                   else predictor.thresholds.tolist(), "min_labels": min_labels, "max_labels": max_labels}
-            report["bad_cases"] = metrics.write_multilabel_bad_cases(out / f"bad_case_{split}.txt", shown, labels,
+            report["bad_cases"] = report_files.write_multilabel_bad_cases(out / f"bad_case_{split}.txt", shown, labels,
                                                                      y_true, chosen)
         report["long_text"] = predictor.long_text.to_meta()
         if split == "dev" and baseline and ds.train:
@@ -96,8 +96,8 @@ def evaluate(params_path, dataset_dir, *, splits=None, output_dir=None, batch_si
 
             report["baseline"] = run_baseline(ds).to_dict()
         reports[split] = report
-        log.info("%s", metrics.format_report(report, title=f"{split} ({len(examples)} examples)"))
-    metrics.write_json(out / "report.json", reports)
+        log.info("%s", report_files.format_report(report, title=f"{split} ({len(examples)} examples)"))
+    report_files.write_json(out / "report.json", reports)
     log.info("evaluation files written to %s", out)
     return reports
 

@@ -6,34 +6,18 @@ prefix for the role), from either backend: a checkpoint or encoder folder (PyTor
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from zhcls import data
 from zhcls.errors import ZhclsError
+from zhcls.fewshot.config import EmbedConfig
 from zhcls.inference.loading import load
 from zhcls.inference.predictor import ROLES, Predictor
 from zhcls.io import atomic_open, check_output_files
 
 FORMATS = (".npy", ".jsonl")
-
-
-@dataclass(kw_only=True)
-class EmbedConfig:
-    """`zhcls embed`'s settings."""
-
-    params_path: str
-    data_file: str
-    output_file: str = "embeddings.npy"
-    role: str = "query"  # which of the model's prefixes the texts get (e5: "query: " or "passage: ")
-    backend: str = "auto"
-    variant: str = "auto"  # an export folder's fp32 / int8 / fp16 model
-    device: str = "auto"
-    batch_size: int = 32
-    max_seq_length: int | None = None
-    progress: bool = True
 
 
 def read_texts(path) -> list[str]:

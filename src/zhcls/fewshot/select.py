@@ -7,30 +7,13 @@ that cover the pool's topics beat k random ones, which repeat the frequent topic
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from zhcls.analysis.sparse import nearest_in_turn
 from zhcls.errors import ZhclsError
+from zhcls.fewshot.config import SelectConfig
 from zhcls.fewshot.embed import embedder, read_texts
 from zhcls.io import atomic_open, check_output_files
-
-
-@dataclass(kw_only=True)
-class SelectConfig:
-    """`zhcls select`'s settings."""
-
-    params_path: str
-    pool: str  # unlabelled texts, one per line
-    k: int = 32
-    output_file: str = "to_label.txt"
-    seed: int = 0
-    backend: str = "auto"
-    device: str = "auto"
-    batch_size: int = 32
-    max_seq_length: int | None = None
-    progress: bool = True
 
 
 def diverse(vectors: np.ndarray, k: int, seed: int = 0) -> list[int]:

@@ -13,48 +13,22 @@ The output is an ordinary checkpoint folder: evaluate, predict, export and serve
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from zhcls import data
+from zhcls import data, options
 from zhcls.errors import ZhclsError
 from zhcls.evaluation import metrics
+from zhcls.fewshot.config import STRATEGIES, FewshotConfig
 from zhcls.inference.predictor import check_max_seq_length
 from zhcls.models.checkpoint import save_checkpoint
 from zhcls.models.pretrained import load_pretrained
 from zhcls.training.finetune import dev_predictor_for, padded_batch
-from zhcls.training.loop import Job, LoopConfig, TrainResult, fit, start
+from zhcls.training.loop import Job, TrainResult, fit, start
 
 log = logging.getLogger("zhcls")
-STRATEGIES = ("oversampling", "undersampling", "unique")
-
-
-@dataclass(kw_only=True)
-class FewshotConfig(LoopConfig):
-    """`zhcls fewshot`'s settings. The loop's defaults are SetFit's: batch 16, one epoch, lr 2e-5, 10 % warmup."""
-
-    dataset_dir: str
-    shots: int = 8
-    model_name: str = "multilingual-e5-small"
-    max_seq_length: int = 128
-    sample_seed: int = 0  # which K rows of each class are drawn
-    sampling_strategy: str = "oversampling"
-    num_iterations: int = 0  # > 0: this many positive and this many negative pairs per row, as SetFit's option
-    max_pairs: int = 0  # > 0: at most this many pairs (half positive); SetFit's max_pairs, for a CPU budget
-    head_c: float = 1.0  # the logistic regression's inverse regularisation strength (scikit-learn's C)
-    max_dev: int = 0  # > 0: score dev on N of its rows (a fixed random subset)
-    train_file: str = "train.txt"
-    dev_file: str = "dev.txt"
-    label_file: str = "label.txt"
-    cache_dir: str | None = None
-    save_dir: str = "./fewshot"
-    batch_size: int = 16
-    epochs: int = 1
-    learning_rate: float | None = 2e-5
-    warmup_proportion: float | None = 0.1
 
 
 def dev_subset(examples: list[data.Example], n: int, seed: int = 0) -> list[data.Example]:
@@ -181,9 +155,11 @@ def fewshot(config: FewshotConfig | None = None, **kwargs) -> TrainResult:
     a, b, target = contrastive_pairs(y, cfg.sampling_strategy, cfg.num_iterations, cfg.max_pairs, cfg.seed)
     inputs = [cfg.dataset_dir] + ([cfg.model_name] if Path(cfg.model_name).expanduser().exists() else [])
     rt = start(cfg, inputs=inputs)
-    model, tokenizer = load_pretrained(cfg.model_name, ds.labels, cache_dir=cfg.cache_dir)
+    model, tokenizer = load_pretrained(cfg.model_name, ds.labels, init_random=cfg.init_random, cache_dir=cfg.cache_dir)
     check_max_seq_length(cfg.max_seq_length, model.config.max_position_embeddings)
     model = with_linear_head_on_mean(model)
+    if not cfg.train_embeddings:  # the loop's optimizer takes only parameters that require gradients
+        model.backbone.embeddings.word_embeddings.weight.requires_grad_(False)
     prefixes = model.config.extra.get("zhcls", {}).get("prefixes") or {}
     text_prefix = prefixes.get("query", "")
     meta = {"task": "text", "problem_type": "multi_class", "max_seq_length": cfg.max_seq_length,
@@ -215,7 +191,8 @@ def fewshot(config: FewshotConfig | None = None, **kwargs) -> TrainResult:
 
     def save_best(record: dict) -> None:
         save_checkpoint(model, tokenizer, cfg.save_dir, {**meta, "best_dev_score": record["score"],
-                                                         "best_epoch": record["epoch"], "global_step": record["step"]})
+                                                         "best_epoch": record["epoch"], "global_step": record["step"]},
+                        files=options.checkpoint_run_file(cfg))  # `zhcls fewshot --config CKPT` reruns it
 
     log.info("%s: %d shots x %d labels, %d contrastive pairs (%s)", cfg.model_name, cfg.shots, len(ds.labels),
              len(target), f"num_iterations {cfg.num_iterations}" if cfg.num_iterations else cfg.sampling_strategy)

@@ -8,40 +8,18 @@ file with labels gets `evaluate`'s report (`evaluation.metrics`) beside the pred
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from zhcls import data
 from zhcls.errors import ZhclsError, data_error
 from zhcls.evaluation import metrics
+from zhcls.evaluation.report_files import write_json
+from zhcls.fewshot.config import ZeroshotConfig
 from zhcls.fewshot.embed import embedder
 from zhcls.inference.predictor import ROLES, sigmoid, softmax, write_predictions
 from zhcls.io import atomic_dir, check_output_dir
 
 PROBLEM_TYPES = ("multi_class", "multi_label")
-
-
-@dataclass(kw_only=True)
-class ZeroshotConfig:
-    """`zhcls zeroshot`'s settings."""
-
-    params_path: str
-    labels: str  # label.txt
-    data_file: str  # text per line, or text<TAB>label(s) for a scored run
-    descriptions: str | None = None  # one description per label, in label.txt's order
-    template: str = "{}"  # the label's text: "{}" is replaced by its description (or name)
-    problem_type: str = "multi_class"
-    threshold: float = 0.8  # multi-label: the cosine a label must reach
-    temperature: float = 0.01
-    label_role: str = "query"  # the model's prefix for the label texts (e5: query for symmetric matching)
-    output_dir: str = "./zeroshot"  # predictions.txt, and report.json when the data has labels
-    overwrite: bool = False
-    backend: str = "auto"
-    device: str = "auto"
-    batch_size: int = 32
-    max_seq_length: int | None = None
-    progress: bool = True
 
 
 def label_texts(labels: list[str], descriptions_file, template: str) -> list[str]:
@@ -114,5 +92,5 @@ def zeroshot(config: ZeroshotConfig | None = None, **kwargs) -> dict:
     with atomic_dir(cfg.output_dir) as tmp:
         write_predictions(tmp / "predictions.txt", texts, results)
         if report:
-            metrics.write_json(tmp / "report.json", report)
+            write_json(tmp / "report.json", report)
     return report

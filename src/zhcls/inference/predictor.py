@@ -16,7 +16,7 @@ from zhcls.data.tokenizer import Tokenizer
 from zhcls.errors import ZhclsError
 from zhcls.io import atomic_open
 
-ROLES = ("query", "passage")  # a sentence encoder's prefixes: e5 embeds a text to match as a query
+ROLES = ("query", "passage")  # a sentence encoder's prefixes (e5: "query: " / "passage: ")
 
 
 def check_max_seq_length(max_seq_length: int, positions: int) -> int:
