@@ -91,7 +91,9 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--full_results", default=None, help="a JSON of full-data fine-tuning dev accuracies "
                         "({dataset: accuracy}) to show beside")
-    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"), help="folder for fewshot.json")
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"), help="folder for the result file")
+    parser.add_argument("--out_name", default="fewshot.json", help="the result file's name (runs split across "
+                        "processes write one each)")
     args = parser.parse_args(argv)
 
     import torch
@@ -110,7 +112,7 @@ def main(argv=None) -> None:
     methods = [m for m in args.methods.split(",") if m]
     shots_list = [int(k) for k in args.shots.split(",")]
     out = Path(args.out)
-    results = {"settings": {k: v for k, v in vars(args).items() if k != "out"}, "cpu_flags": cpu_flags(),
+    results = {"settings": {k: v for k, v in vars(args).items() if k not in ("out", "out_name")}, "cpu_flags": cpu_flags(),
                "cores": len(os.sched_getaffinity(0)), "machine": "shared by several agents: absolute times vary",
                "label_wording": {}, "datasets": {}}
     full = {}
@@ -122,7 +124,7 @@ def main(argv=None) -> None:
     work = Path(tempfile.mkdtemp(prefix="zhcls-fewshot-bench-"))
 
     def save():
-        write_json(out / "fewshot.json", results)
+        write_json(out / args.out_name, results)
 
     try:
         for name in args.datasets.split(","):
@@ -194,7 +196,7 @@ def main(argv=None) -> None:
                     shutil.rmtree(folder)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"results: {out / 'fewshot.json'}")
+    print(f"results: {out / args.out_name}")
 
 
 if __name__ == "__main__":
