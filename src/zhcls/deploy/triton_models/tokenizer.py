@@ -20,6 +20,7 @@ class TritonPythonModel:
         here = Path(__file__).resolve().parent
         settings = json.loads((here / "zhcls.json").read_text(encoding="utf-8"))
         self.max_seq_length, self.pair = settings["max_seq_length"], settings["task"] == "pair"
+        self.prefix = settings.get("text_prefix", "")  # e5 few-shot models read "query: " + text, as every predictor
         self.tokenizer = Tokenizer.from_dir(here)
 
     def execute(self, requests):
@@ -28,7 +29,7 @@ class TritonPythonModel:
 
         firsts = [texts(r, "text") for r in requests]
         seconds = [t for r in requests for t in texts(r, "text_pair")] if self.pair else None
-        enc = self.tokenizer.encode([t for batch in firsts for t in batch], seconds, self.max_seq_length)
+        enc = self.tokenizer.encode([self.prefix + t for batch in firsts for t in batch], seconds, self.max_seq_length)
         padded = self.tokenizer.pad(enc.input_ids, enc.token_type_ids, pad_to=self.max_seq_length)
         responses, start = [], 0
         for batch in firsts:
