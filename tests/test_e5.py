@@ -156,3 +156,57 @@ def test_damaged_bundle_is_one_line_and_exit_2(bundle, tmp_path):
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"zhcls: error: {path}: "), (name, proc.stderr)
         assert not out.exists()
+
+
+# --- fine-tuning it: the pretrained weights must matter; ONNX and INT8 on it ------------------------------------
+
+
+# The same recipe for both: the head fitted on the frozen features first, then 40 steps of fine-tuning.
+FINETUNE = dict(prune_vocab=True, head_init="probe", learning_rate=5e-5, epochs=2, max_seq_length=32, batch_size=16,
+                threads=2, progress=False)
+
+
+@pytest.fixture(scope="session")
+def waimai(shared, tmp_path_factory):
+    """320 balanced training rows and 160 dev rows of the real waimai_10k reviews."""
+    from helpers import subset
+
+    return subset(shared / "data" / "waimai_10k", tmp_path_factory.mktemp("waimai") / "data", 320, 160, balanced=True)
+
+
+@pytest.fixture(scope="session")
+def finetuned(e5_folder, waimai, tmp_path_factory):
+    from zhcls.training import train
+
+    root = tmp_path_factory.mktemp("e5_runs")
+    pretrained = train(dataset_dir=str(waimai), model_name=str(e5_folder), save_dir=str(root / "pretrained"),
+                       **FINETUNE)
+    scratch = train(dataset_dir=str(waimai), model_name=str(e5_folder), init_random=True,
+                    save_dir=str(root / "scratch"), **FINETUNE)
+    return root / "pretrained", pretrained.best_score, scratch.best_score
+
+
+def test_pretrained_weights_beat_the_same_steps_from_random_init(finetuned):
+    # A loader that scrambled a tensor, shifted the vocabulary or dropped the normalisation would lose this margin.
+    ckpt, pretrained, scratch = finetuned
+    print(f"\nwaimai_10k dev accuracy after 40 steps: pretrained {pretrained:.3f}, random init {scratch:.3f}")
+    assert pretrained >= 0.8
+    assert pretrained >= scratch + 0.10
+    # The checkpoint carries the pruned unigram vocabulary and loads back with it.
+    tokenizer = Tokenizer.from_dir(ckpt)
+    assert isinstance(tokenizer, UnigramTokenizer) and 1000 < tokenizer.vocab_size < 10_000
+
+
+def test_onnx_parity_and_int8_gate_on_the_fine_tuned_encoder(finetuned, waimai, tmp_path):
+    from zhcls.deploy.export import export
+    from zhcls.inference.loading import load
+
+    ckpt, _, _ = finetuned
+    report = export(ckpt, tmp_path / "onnx", quantize="int8", dataset_dir=waimai, threads=2, progress=False)
+    assert report["fused"]["max_abs_diff"] <= report["fused"]["tolerance"]
+    int8 = report["variants"]["int8"]
+    assert int8["dev_fp32"] - int8["dev_int8"] <= 0.5  # the default gate kept it
+    texts = [line.split("\t")[0] for line in (waimai / "dev.txt").read_text(encoding="utf-8").splitlines()[:32]]
+    torch_probs = load(ckpt).predict_proba(texts)
+    onnx_probs = load(tmp_path / "onnx", variant="fp32").predict_proba(texts)
+    np.testing.assert_allclose(onnx_probs, torch_probs, atol=1e-4)

@@ -13,6 +13,7 @@ from tests.helpers import SMALL
 from zhcls import options
 from zhcls.cli import COMMANDS, build_parser, main
 from zhcls.compress.config import PruneConfig
+from zhcls.demo import DemoConfig
 
 
 def leaf_commands(commands=COMMANDS, path=()):
@@ -56,14 +57,24 @@ def test_the_commands_cover_every_config_class():
     assert ("analyze", "dirty") in {w for w, _ in LEAVES} and ("analyze", "sparse") in {w for w, _ in LEAVES}
 
 
-@pytest.mark.parametrize("words,cls", LEAVES, ids=[" ".join(w) for w, _ in LEAVES])
+def demo_parser():
+    parser = options.Parser(prog="python -m zhcls.demo")
+    options.add_options(parser, DemoConfig)
+    return parser
+
+
+@pytest.mark.parametrize("words,cls", [*LEAVES, (("demo",), DemoConfig)],
+                         ids=[" ".join(w) for w, _ in LEAVES] + ["python -m zhcls.demo"])
 def test_every_field_reaches_the_command_line_and_back(words, cls):
-    parser = leaf_parser(words)
+    if cls is DemoConfig:
+        parser, words, make = demo_parser(), (), demo_parser
+    else:
+        parser, make = leaf_parser(words), build_parser
     actions = {a.dest: a for a in parser._actions}
     declared = options.fields(cls)
-    # Every field is an option, except the progress switch (-q) and prune's per-width save_dir.
+    # Every field is an option, except the progress switch (-q) and two loop settings prune fixes itself.
     not_options = {f.name for f in dataclasses.fields(cls)} - {f.name for f, _, _ in declared}
-    assert not_options <= ({"progress", "save_dir"} if cls is PruneConfig else {"progress"}), not_options
+    assert not_options <= ({"progress", "save_dir", "init_random"} if cls is PruneConfig else {"progress"}), not_options
     values, argv, positionals = {}, [], []
     for f, kind, spec in declared:
         assert f.name in actions, f"{' '.join(words)}: field {f.name} has no option"
@@ -79,7 +90,7 @@ def test_every_field_reaches_the_command_line_and_back(words, cls):
             argv += [flag, *value]
         else:
             argv += [flag, str(value)]
-    args = build_parser().parse_args([*words, *argv, *positionals])
+    args = make().parse_args([*words, *argv, *positionals])
     assert options.from_args(cls, args) == cls(**values)
     # And the defaults: only the required options given, the config is the dataclass's own defaults.
     required = {f.name: values[f.name] for f, _, spec in declared if options.default_of(f) is dataclasses.MISSING}
@@ -87,7 +98,7 @@ def test_every_field_reaches_the_command_line_and_back(words, cls):
                for t in (actions[f.name].option_strings[0], *(values[f.name] if isinstance(values[f.name], list)
                                                               else [str(values[f.name])]))]
     positional = [str(values[f.name]) for f, _, spec in declared if spec.positional]
-    assert options.from_args(cls, build_parser().parse_args([*words, *minimal, *positional])) == cls(**required)
+    assert options.from_args(cls, make().parse_args([*words, *minimal, *positional])) == cls(**required)
 
 
 def print_config(capsys, *args) -> dict:

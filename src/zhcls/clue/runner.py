@@ -74,7 +74,7 @@ def clue(config: ClueConfig | None = None, **kwargs) -> dict:
     cfg = config or ClueConfig(**kwargs)
     tasks = parse_tasks(cfg.tasks)
     out = check_output_dir(cfg.output_dir, flag="--output_dir", overwrite=cfg.overwrite,
-                           inputs=[p for p in (cfg.data_dir, cfg.model_name) if p and Path(p).exists()])
+                           inputs=[p for p in (cfg.data_dir, cfg.model_name, cfg.vocab_file) if p and Path(p).exists()])
     with atomic_dir(out):  # a fresh folder that the guard recognises as ours on the next run
         pass
     # Every task's data is read and checked before the first model is trained.

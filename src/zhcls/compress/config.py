@@ -20,7 +20,9 @@ class PruneConfig(LoopConfig, DatasetOptions):
                              flags=("--params_dir", "--params_path"))
     output_dir: str = option("./prune", "width_mult_W/ folders, prune_report.json, PNG (with --vocab: the pruned "
                              "checkpoint folder)")
-    save_dir: str = ""  # not an option: each width trains into its own folder under --output_dir
+    # Not options: each width trains into its own folder under --output_dir, from the fine-tuned weights.
+    save_dir: str = ""
+    init_random: bool = False
     width_mult_list: list[str] = option(list(DEFAULT_WIDTHS), "widths, as fractions or decimals; each must keep a "
                                         "whole number of heads")
     batch_size: int = option(32, flags=("--per_device_train_batch_size", "--batch_size"))

@@ -115,7 +115,8 @@ def distill(config: DistillConfig | None = None, **kwargs) -> TrainResult:
             check_classifier(cfg.student, "--student", ds.labels)
     # Relative to --dataset_dir, like the other data files (an absolute path stays as it is).
     unlabeled = data.read_texts(Path(cfg.dataset_dir) / cfg.unlabeled_file, ds.task) if cfg.unlabeled_file else []
-    rt = start(cfg, inputs=[cfg.teacher, cfg.dataset_dir, cfg.student])
+    rt = start(cfg, inputs=[p for p in (cfg.teacher, cfg.dataset_dir, cfg.student, cfg.vocab_file,
+                                        cfg.unlabeled_file and Path(cfg.dataset_dir) / cfg.unlabeled_file) if p])
     if not cfg.resume:
         check_writable(cfg.save_dir, flag="--save_dir")
     teacher, teacher_tokenizer, teacher_meta, order = load_teacher(cfg.teacher, "--teacher", ds.labels, rt.device)

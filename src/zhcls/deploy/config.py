@@ -30,6 +30,10 @@ class ExportConfig:
     threads: int | None = option(None, "ONNX Runtime threads during verification")
     triton_repo: str | None = option(None, "also write a Triton model repository here (tokenizer, ONNX model with "
                                      "dynamic batching, post-processing: an ensemble for the NGC Triton container)")
+    triton_backend: str = option("onnxruntime", "--triton_repo's form: onnxruntime (the ensemble; truncate and "
+                                 "head_tail checkpoints) or python (one Python model running zhcls's ONNX Runtime "
+                                 "predictor: any long-text policy, and Triton builds without the onnxruntime backend, "
+                                 "such as PyTriton's)", choices=("onnxruntime", "python"))
     progress: bool = True
 
 
@@ -73,9 +77,21 @@ class ServeConfig:
     batch_size: int = option(8, "texts per forward within a merged batch, after sorting by length (padding is per "
                              "forward; raise it on GPU)")
     max_delay_ms: float = option(2.0, "how long a forward waits for more texts")
-    max_queue: int = option(256, "requests waiting at most; more get 429")
+    max_queue: int = option(256, "requests waiting at most; more get 429, before the body is read")
+    drain_timeout: float = option(30.0, "on SIGTERM: seconds to answer the requests accepted; those not answered "
+                                  "by then get 503")
+    timeout: float = option(60.0, "seconds to answer a request; later: 504, and its queued work is dropped")
     max_texts_per_request: int = option(64, "more get 413")
-    max_request_bytes: int = option(1 << 20, "larger bodies get 413")
+    max_request_bytes: int = option(1 << 20, "larger bodies get 413, before they are read")
+    # What one request may make the model compute: sliding windows of one text, and the tokens of all its
+    # inputs (windows included). 64 texts of 128 tokens are 8192; one text of 64 windows of 512 is 32768.
+    max_windows_per_text: int = option(64, "sliding checkpoints: a text needing more windows gets 413")
+    max_tokens_per_request: int = option(65536, "a request whose texts make more model tokens (windows included) "
+                                         "gets 413")
+    # uvicorn's limit_concurrency and listen backlog: with max_request_bytes they bound the memory that
+    # bodies being read can take (max_connections x max_request_bytes at worst).
+    max_connections: int = option(512, "connections and requests at once (uvicorn's limit_concurrency); more get 503")
+    backlog: int = option(2048, "connections waiting to be accepted (the listen backlog)")
     max_seq_length: int | None = option(None)
     threads: int = option(0, "CPU threads of the backend (default: its own)")
     engine: str = option("uvicorn", "uvicorn: zhcls's ASGI server; triton: NVIDIA Triton through PyTriton (the "
@@ -90,15 +106,21 @@ class ServeConfig:
 
     def check(self) -> None:
         """Flags and the model folder, checked before any engine starts."""
+        from zhcls.data.long_text import LongText
         from zhcls.inference.loading import read_meta
 
-        for flag in ("max_batch_size", "batch_size", "max_queue", "max_texts_per_request", "max_request_bytes"):
+        for flag in ("max_batch_size", "batch_size", "max_queue", "max_texts_per_request", "max_request_bytes",
+                     "max_windows_per_text", "max_tokens_per_request", "max_connections", "backlog"):
             if getattr(self, flag) < 1:
                 raise ZhclsError(f"--{flag} must be >= 1")
         if self.max_delay_ms < 0:
             raise ZhclsError("--max_delay_ms must be >= 0")
+        for flag in ("drain_timeout", "timeout"):
+            if not getattr(self, flag) > 0:
+                raise ZhclsError(f"--{flag} must be > 0")
         if self.engine not in ("uvicorn", "triton"):
             raise ZhclsError(f"--engine {self.engine}: expected uvicorn or triton")
         if not 0 <= self.port < 65536:
             raise ZhclsError(f"--port {self.port}: not a port number")
-        read_meta(self.params_path)  # a missing or broken model folder fails now, not in the background
+        meta = read_meta(self.params_path)  # a missing or broken model folder fails now, not in the background
+        LongText.from_meta(meta).check((self.max_seq_length or meta.get("max_seq_length", 128)) - 2)

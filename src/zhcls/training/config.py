@@ -97,6 +97,11 @@ class TrainConfig(LoopConfig, DatasetOptions):
     vocab_file: str | None = option(None)
     vocab_from_data: bool = option(False, "build a WordPiece vocab from the training texts")
     vocab_size: int = option(8000, "size of the --vocab_from_data vocab")
+    prune_vocab: bool = option(False, "keep only the vocabulary the dataset's texts use (train, dev, test): "
+                               "multilingual-e5's 250k-row embedding shrinks to the corpus's pieces")
+    head_init: str = option("random", "probe: fit the head on the frozen encoder's features before fine-tuning "
+                            "(linear probe, then fine-tune: fast on sentence encoders such as multilingual-e5)",
+                            choices=("random", "probe"))
     cache_dir: str | None = option(None)
     # multi-label, long texts, imbalanced classes
     metric: str | None = option(None, "dev score that picks the best checkpoint and tunes the thresholds (default: "
