@@ -216,7 +216,7 @@ def test_clear_errors(ernie_export, small_dataset, tmp_path):
     (empty / "dev.txt").write_text("", encoding="utf-8")
     with pytest.raises(ZhclsError, match="dev.txt: the file has no data lines"):
         export(checkpoint, tmp_path / "x", dataset_dir=empty, progress=False)
-    with pytest.raises(ZhclsError, match="only int8"):
+    with pytest.raises(ZhclsError, match="--quantize int4: expected one of int8, int8-dynamic, int8-static"):
         export(checkpoint, tmp_path / "x", quantize="int4", progress=False)
     with pytest.raises(ZhclsError, match="opset 14 or newer"):
         export(checkpoint, tmp_path / "x", opset=13, progress=False)

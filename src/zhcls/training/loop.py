@@ -194,14 +194,14 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return max(0.0, (total - step) / max(1, total - warmup))
 
 
-def optimizer_for(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+def optimizer_for(model: torch.nn.Module, lr: float, weight_decay: float, **adamw) -> torch.optim.AdamW:
     # As PaddleNLP: no weight decay on biases and LayerNorm parameters.
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
             (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr)
+    return torch.optim.AdamW(groups, lr=lr, **adamw)
 
 
 def fit(job: Job, cfg: LoopConfig, rt: Runtime) -> TrainResult:
