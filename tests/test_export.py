@@ -140,7 +140,7 @@ def test_int8_gate_accepts_and_refuses(ernie_export, small_dataset, tmp_path):
     assert int8["accepted"] and (out / "model.int8.onnx").exists()
     assert int8["drop"] <= 0.5 and int8["prediction_agreement"] >= 0.9 and int8["bytes"] < report["variants"]["fp32"]["bytes"] / 3
     with pytest.raises(ZhclsError, match="INT8 refused"):
-        export(checkpoint, tmp_path / "refused", quantize="int8", dataset_dir=small_dataset, max_accuracy_drop=-1,
+        export(checkpoint, tmp_path / "refused", quantize="int8-dynamic", dataset_dir=small_dataset, max_accuracy_drop=-1,
                optimize=False, progress=False)
     refused = json.loads((tmp_path / "refused" / "export_report.json").read_text())["variants"]["int8"]
     assert not refused["accepted"] and len(refused["attempts"]) == 3  # per-tensor, per-channel, reduce-range

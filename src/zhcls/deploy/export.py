@@ -2,12 +2,11 @@
 
 The export folder, read by `zhcls.load()` and the ONNX Runtime predictor:
 
-    model.onnx          fp32, the plain traced graph (fastest on CPU at real text lengths); with fuse_fp32,
-                        fused by ONNX Runtime's transformer optimizer (attention, SkipLayerNorm, bias-GELU,
-                        embedding)
+    model.onnx          fp32; fused by ONNX Runtime's transformer optimizer (attention, SkipLayerNorm,
+                        bias-GELU, embedding) unless optimize=False
     model.int8.onnx     quantize="int8" (INT8_DEFAULT), "int8-dynamic" (of the fused graph) or "int8-static"
                         (QDQ, calibrated on dev, of the plain graph); kept only within max_accuracy_drop
-    model.fp16.onnx     fp16=True: the fused graph in float16, the same int64 inputs and float32 logits (for CUDA)
+    model.fp16.onnx     fp16=True: float16 inside, the same int64 inputs and float32 logits (for CUDA)
     config.json         the model config with its zhcls block (labels, task, problem_type, max_seq_length)
     label.txt, vocab.txt, tokenizer_config.json, special_tokens_map.json
     export_report.json  fusions, measured differences, INT8 dev accuracy before and after
@@ -51,14 +50,15 @@ from zhcls.models.checkpoint import load_checkpoint
 log = logging.getLogger("zhcls")
 
 OPSET = 17  # LayerNormalization is a single op from 17 on
-FUSED = "fused.onnx"  # the fused graph, while the INT8 and fp16 variants are made from it
+PLAIN = "plain.onnx"  # the traced graph before fusion, while the variants are made
 TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}
 PARITY_TEXTS = 128  # dev texts compared with PyTorch; the INT8 gate scores all of dev
 # Dynamic INT8 settings tried in turn until one stays within max_accuracy_drop: per-tensor weights
 # first (fastest), then per-channel scales, then 7-bit reduce-range (for CPUs without VNNI).
-# Static INT8 (calibrated on dev, QDQ): per-channel weights only. Which method `--quantize int8` means:
-# see INT8_DEFAULT's measurement in docs/export.md.
-INT8_DEFAULT = "dynamic"
+# Static INT8 (calibrated on dev, QDQ): per-channel weights only. `--quantize int8` means static: at equal
+# dev accuracy it was 1.18x dynamic's speed at real lengths (dynamic: 1.09x static's padded to 128;
+# benchmarks/results/engine.json, docs/export.md).
+INT8_DEFAULT = "static"
 INT8_MODES = {"dynamic": ({"per_channel": False, "reduce_range": False},
                           {"per_channel": True, "reduce_range": False},
                           {"per_channel": True, "reduce_range": True}),
@@ -220,7 +220,7 @@ class Int8Refused(ZhclsError):
 
 
 def export(params_path, output_path, *, opset: int = OPSET, fp16: bool = False, quantize: str | None = None,
-           max_accuracy_drop: float = 0.5, dataset_dir=None, optimize: bool = True, fuse_fp32: bool = False, max_seq_length: int | None = None,
+           max_accuracy_drop: float = 0.5, dataset_dir=None, optimize: bool = True, max_seq_length: int | None = None,
            dev_file: str = "dev.txt", label_file: str = "label.txt", batch_size: int = 32, device: str = "cpu",
            threads: int | None = None, overwrite: bool = False, progress: bool = True) -> dict:
     """Export a checkpoint folder to a verified ONNX folder; returns the report (also in export_report.json).
@@ -295,31 +295,30 @@ def export(params_path, output_path, *, opset: int = OPSET, fp16: bool = False, 
             return result
 
         step("tracing")
-        plain = tmp / VARIANTS["fp32"]
+        plain = tmp / PLAIN
         to_onnx(fold_task_type(model), plain, opset)
         report["plain"] = verify("fp32", plain)
-        # ONNX Runtime's fusions are used where they pay: in the sources of fp16 (for CUDA) and of dynamic
-        # INT8 (its QAttention is faster). model.onnx stays plain unless fuse_fp32: on CPU at real text
-        # lengths the fused Attention and SkipLayerNorm are slower (docs/export.md has the profiles).
-        # Static INT8 quantises the plain graph: its QDQ form has no quantised fused Attention.
         fused = plain
         if optimize:
             step("fusing")
-            fused = plain if fuse_fp32 else tmp / FUSED
+            fused = tmp / VARIANTS["fp32"]
             report["fusions"] = optimize_graph(plain, fused)
             report["fused"] = verify("fp32", fused)
-        report["variants"] = {"fp32": {"file": VARIANTS["fp32"], "optimized": bool(optimize and fuse_fp32)}}
+        report["variants"] = {"fp32": {"file": VARIANTS["fp32"], "optimized": optimize}}
         if fp16:
             step("fp16")
             to_fp16(fused, tmp / VARIANTS["fp16"])
             report["variants"]["fp16"] = {"file": VARIANTS["fp16"], **verify("fp16", tmp / VARIANTS["fp16"])}
         if quantize:
             step("INT8")
+            # Static INT8 quantises the plain graph: its QDQ form has no quantised fused Attention.
             report["variants"]["int8"] = _gate_int8(plain if method == "static" else fused, tmp / VARIANTS["int8"],
                                                     method, dev, texts_a, texts_b, config.labels, tokenizer, runtime,
                                                     max_accuracy_drop)
-        if fused != plain:
-            fused.unlink()
+        if optimize:
+            plain.unlink()
+        else:
+            plain.rename(tmp / VARIANTS["fp32"])
         for variant in report["variants"].values():
             if (tmp / variant["file"]).exists():
                 variant["bytes"] = (tmp / variant["file"]).stat().st_size
