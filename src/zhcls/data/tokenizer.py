@@ -194,6 +194,10 @@ class Tokenizer:
                 owner.append(i)
         return Encoded(input_ids, [[0] * len(x) for x in input_ids]), np.asarray(owner, dtype=np.int64)
 
+    def lengths(self, texts: list[str]) -> list[int]:
+        """Tokens of each text, without [CLS] and [SEP]."""
+        return [len(ids) for ids in self._ids(list(texts))]
+
     def _ids(self, texts: list[str]) -> list[list[int]]:
         # One Rust call tokenizes everything, in parallel; offsets are not needed.
         return [e.ids for e in self._rust.encode_batch_fast(texts, add_special_tokens=False)]

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from zhcls import data
 from zhcls.data.batching import inference_batches
 from zhcls.deploy.ceiling import CEILING_OF, measure_ceiling, model_flops
+from zhcls.deploy.config import BACKENDS
 from zhcls.errors import ZhclsError, require
 from zhcls.evaluation.reports import dev_score
 from zhcls.hardware import cpu_info, has_bf16
@@ -42,12 +43,11 @@ from zhcls.inference.onnx_predictor import REPORT, VARIANTS, OnnxPredictor, defa
 
 log = logging.getLogger("zhcls")
 
-BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-fused", "onnx-int8", "onnx-int8-static")
-
 
 def default_backends() -> tuple[str, ...]:
     """Every backend this CPU can run at speed: torch-bf16 only with native bf16 (AVX512-BF16 / AMX)."""
     return tuple(b for b in BACKENDS if b != "torch-bf16" or has_bf16())
+
 # Timing fields: medians over repeats. The others are the same in every repeat.
 TIMINGS = ("padded_ms", "padded_tokenizer_ms", "real_ms", "real_tokenizer_ms", "throughput", "b1_p50_ms", "b1_p99_ms",
            "peak_rss_mb", "padded_gflops", "real_gflops")

@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from zhcls import __version__, data
 from zhcls.data.batching import inference_batches
 from zhcls.errors import ZhclsError
-from zhcls.evaluation import metrics
+from zhcls.evaluation import report_files
 from zhcls.evaluation.reports import dev_score
 from zhcls.inference.loading import read_meta
 from zhcls.inference.onnx_predictor import INPUT_NAMES, OUTPUT_NAME, REPORT, VARIANTS, OnnxPredictor
@@ -325,7 +325,7 @@ def export(params_path, output_path, *, opset: int = OPSET, fp16: bool = False, 
         step("writing")
         _write_folder(tmp, model, tokenizer, {**meta, "task": task, "problem_type": problem_type, "max_seq_length": max_len})
         report["seconds"] = round(time.time() - t0, 1)
-        metrics.write_json(tmp / REPORT, report)
+        report_files.write_json(tmp / REPORT, report)
         bar.update()
     log.info("exported %s to %s (%s)", params_path, output_path, ", ".join(
         f"{v}: {info['file']}" for v, info in report["variants"].items() if info.get("accepted", True)))
