@@ -140,7 +140,7 @@ def test_int8_gate_accepts_and_refuses(ernie_export, small_dataset, tmp_path):
     int8 = report["variants"]["int8"]
     assert int8["accepted"] and (out / "model.int8.onnx").exists()
     assert int8["drop"] <= 0.5 and int8["prediction_agreement"] >= 0.9 and int8["bytes"] < report["variants"]["fp32"]["bytes"]
-    # --quantize int8 is static: calibrated, QDQ, per-channel weights, of the plain graph (no fused Attention).
+    # --quantize int8 tries static first: calibrated, QDQ, per-channel weights, of the plain graph.
     assert int8["method"] == "static" and int8["per_channel"] and len(int8["attempts"]) == 1
     assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(out / "model.int8.onnx")).graph.node}
     with pytest.raises(ZhclsError, match="INT8 refused"):

@@ -20,8 +20,8 @@ class ExportConfig:
     overwrite: bool = option(False)
     opset: int | None = option(None, "ONNX opset (default: zhcls's tested one)")
     fp16: bool = option(False, "also write an fp16 graph (for the CUDA provider)")
-    quantize: str | None = option(None, "INT8, gated on dev accuracy: int8 (static, calibrated on dev: measured "
-                                  "fastest), int8-static or int8-dynamic",
+    quantize: str | None = option(None, "INT8, gated on dev accuracy: int8-static (calibrated on dev: measured "
+                                  "fastest), int8-dynamic, or int8 (static, then dynamic if refused)",
                                   choices=("int8", "int8-static", "int8-dynamic"))
     max_accuracy_drop: float = option(0.5, "INT8 gate, in accuracy points")
     dataset_dir: str | None = option(None, "dev texts for verification and the INT8 gate")

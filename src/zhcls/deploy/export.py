@@ -4,7 +4,7 @@ The export folder, read by `zhcls.load()` and the ONNX Runtime predictor:
 
     model.onnx          fp32; fused by ONNX Runtime's transformer optimizer (attention, SkipLayerNorm,
                         bias-GELU, embedding) unless optimize=False
-    model.int8.onnx     quantize="int8" (INT8_DEFAULT), "int8-dynamic" (of the fused graph) or "int8-static"
+    model.int8.onnx     quantize="int8" (static, then dynamic if refused), "int8-dynamic" (of the fused graph) or "int8-static"
                         (QDQ, calibrated on dev, of the plain graph); kept only within max_accuracy_drop
     model.fp16.onnx     fp16=True: float16 inside, the same int64 inputs and float32 logits (for CUDA)
     config.json         the model config with its zhcls block (labels, task, problem_type, max_seq_length)
@@ -58,12 +58,12 @@ PARITY_TEXTS = 128  # dev texts compared with PyTorch; the INT8 gate scores all 
 # Static INT8 (calibrated on dev, QDQ): per-channel weights only. `--quantize int8` means static: at equal
 # dev accuracy it was 1.18x dynamic's speed at real lengths (dynamic: 1.09x static's padded to 128;
 # benchmarks/results/engine.json, docs/export.md).
-INT8_DEFAULT = "static"
 INT8_MODES = {"dynamic": ({"per_channel": False, "reduce_range": False},
                           {"per_channel": True, "reduce_range": False},
                           {"per_channel": True, "reduce_range": True}),
               "static": ({"per_channel": True},)}
-QUANTIZE = {"int8": INT8_DEFAULT, "int8-dynamic": "dynamic", "int8-static": "static"}  # --quantize -> method
+# --quantize -> the methods tried in turn (each in its modes) until one passes the gate.
+QUANTIZE = {"int8": ("static", "dynamic"), "int8-dynamic": ("dynamic",), "int8-static": ("static",)}
 CALIBRATE_EVERY = 4  # static INT8 calibrates on every 4th length-sorted dev batch
 
 
@@ -235,7 +235,7 @@ def export(params_path, output_path, *, opset: int = OPSET, fp16: bool = False, 
     params_path, output_path = Path(params_path), Path(output_path)
     if quantize not in (None, *QUANTIZE):
         raise ZhclsError(f"--quantize {quantize}: expected one of {', '.join(QUANTIZE)}")
-    method = QUANTIZE.get(quantize)
+    methods = QUANTIZE.get(quantize)
     if quantize and dataset_dir is None:
         raise ZhclsError("--quantize int8 needs --dataset_dir: INT8 is kept only if dev accuracy stays within --max_accuracy_drop")
     if opset < 14:
@@ -311,9 +311,10 @@ def export(params_path, output_path, *, opset: int = OPSET, fp16: bool = False, 
             report["variants"]["fp16"] = {"file": VARIANTS["fp16"], **verify("fp16", tmp / VARIANTS["fp16"])}
         if quantize:
             step("INT8")
-            # Static INT8 quantises the plain graph: its QDQ form has no quantised fused Attention.
-            report["variants"]["int8"] = _gate_int8(plain if method == "static" else fused, tmp / VARIANTS["int8"],
-                                                    method, dev, texts_a, texts_b, config.labels, tokenizer, runtime,
+            # Static INT8 quantises the plain graph (QDQ has no quantised fused Attention), dynamic the fused one.
+            sources = {"static": plain, "dynamic": fused}
+            report["variants"]["int8"] = _gate_int8(sources, tmp / VARIANTS["int8"], methods, dev, texts_a, texts_b,
+                                                    config.labels, tokenizer, runtime,
                                                     max_accuracy_drop)
         if optimize:
             plain.unlink()
@@ -345,12 +346,12 @@ def calibration_batches(predictor, texts_a, texts_b=None, every: int = CALIBRATE
             for idx in batches]
 
 
-def _gate_int8(fp32: Path, dst: Path, method: str, dev, texts_a, texts_b, labels, tokenizer, runtime,
+def _gate_int8(sources: dict[str, Path], dst: Path, methods, dev, texts_a, texts_b, labels, tokenizer, runtime,
                max_drop: float) -> dict:
-    """Quantise fp32 -> dst (``method`` dynamic or static) in the first mode that keeps dev accuracy within
-    max_drop points; else no dst."""
+    """Quantise a source graph -> dst (``methods``, static and/or dynamic, in turn) in the first mode that keeps
+    dev accuracy within max_drop points of fp32 (the dynamic source's); else no dst."""
     y = data.encode_labels(dev, labels, runtime["problem_type"])
-    fp32_predictor = OnnxPredictor(fp32, tokenizer, labels, **runtime)
+    fp32_predictor = OnnxPredictor(sources["dynamic"], tokenizer, labels, **runtime)
     base = fp32_predictor.logits(texts_a, texts_b)
 
     def score(logits) -> float:  # multi-label: micro-F1 at the checkpoint's tuned thresholds
@@ -359,11 +360,11 @@ def _gate_int8(fp32: Path, dst: Path, method: str, dev, texts_a, texts_b, labels
 
     result = {"file": VARIANTS["int8"], "metric": "accuracy" if runtime["problem_type"] == "multi_class" else "micro_f1",
               "dev_fp32": score(base), "attempts": []}
-    for mode in INT8_MODES[method]:
+    for method, mode in ((m, mode) for m in methods for mode in INT8_MODES[m]):
         if method == "static":
-            quantize_int8_static(fp32, dst, calibration_batches(fp32_predictor, texts_a, texts_b), **mode)
+            quantize_int8_static(sources[method], dst, calibration_batches(fp32_predictor, texts_a, texts_b), **mode)
         else:
-            quantize_int8(fp32, dst, **mode)
+            quantize_int8(sources[method], dst, **mode)
         logits = OnnxPredictor(dst, tokenizer, labels, **runtime, variant="int8").logits(texts_a, texts_b)
         score_int8 = score(logits)
         attempt = {"method": method, **mode, "dev_int8": score_int8, "drop": result["dev_fp32"] - score_int8,
