@@ -357,8 +357,8 @@ COMMANDS = {
                       epilog="exit status: 0 exported (with INT8 when asked); 2 error, nothing written; 3 the INT8 "
                       "gate refused every mode: the fp32 export IS written (export_report.json: "
                       "variants.int8.accepted is false)"),
-    "bench": Command(cmd_bench, BenchConfig, "dev accuracy and latency per backend (torch, onnx, onnx-fused, "
-                     "onnx-int8)"),
+    "bench": Command(cmd_bench, BenchConfig, "dev accuracy, latency and share of the machine's GEMM ceiling per "
+                     "backend (torch, torch-bf16, onnx, onnx-fused, onnx-int8, onnx-int8-static)"),
     "convert": Command(cmd_convert, ConvertConfig, "PaddleNLP / TensorFlow / HF checkpoint -> Hugging Face folder"),
     "inspect": Command(cmd_inspect, InspectConfig, "format, architecture, parameters, unused / missing tensors of a "
                        "checkpoint", epilog="exit status: 0 convertible; 1 problems found (listed); 2 error "
