@@ -52,13 +52,11 @@ def _add_decision(p):
 def _long_text(args, params_path):
     """The --long_text / --stride / --window_pooling override, on top of the checkpoint's policy (None: none)."""
     if args.long_text is None and args.stride is None and args.window_pooling is None:
-        return None
+        return None  # no model folder read: evaluate's own errors come first
     from zhcls.data.long_text import LongText
     from zhcls.inference.loading import read_meta
 
-    stored = LongText.from_meta(read_meta(params_path))
-    return LongText(args.long_text or stored.policy, stored.stride if args.stride is None else args.stride,
-                    args.window_pooling or stored.pooling)
+    return LongText.from_meta(read_meta(params_path)).override(args.long_text, args.stride, args.window_pooling)
 
 
 def _check_threshold(args):
@@ -137,15 +135,32 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runtime(e)
     _add_decision(e)
 
-    p = sub.add_parser("predict", help="label every line of data.txt")
+    p = sub.add_parser("predict", help="label every line of data.txt (or JSONL / Parquet files, streamed)")
     p.add_argument("--dataset_dir", default=".", help="folder holding --data_file")
-    p.add_argument("--data_file", default="data.txt", help="one text (or text_a<TAB>text_b) per line")
+    p.add_argument("--data_file", default=["data.txt"], nargs="+", help="one text (or text_a<TAB>text_b) per line; "
+                   "or .jsonl / .parquet files; several files or globs ('logs/*.jsonl') are read in order")
+    p.add_argument("--input_format", default="auto", choices=["auto", "text", "jsonl", "parquet"],
+                   help="auto: from each file's suffix (.jsonl/.json, .parquet, else text lines)")
+    p.add_argument("--text_field", default="text", help="JSONL / Parquet: the field holding the text")
+    p.add_argument("--text_pair_field", default="text_pair", help="JSONL / Parquet: the second text of a pair model")
     p.add_argument("--label_file", default=None, help="optional: check the model's labels against this label.txt")
     p.add_argument("--params_path", default="./checkpoint", help="checkpoint or export folder")
     p.add_argument("--output_file", default="output.txt", help="text<TAB>label<TAB>confidence per input line "
-                   "(multi-label: text<TAB>label1,label2<TAB>score1,score2)")
+                   "(multi-label: text<TAB>label1,label2<TAB>score1,score2); a .jsonl name: one JSON object per line")
     p.add_argument("--topk", type=int, default=1, help="also write the k best labels")
+    p.add_argument("--on_error", default="fail", choices=["fail", "skip"],
+                   help="a malformed input record (FILE:LINE): stop with an error, or skip it (counted in the summary)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from OUTPUT_FILE.partial")
+    p.add_argument("--chunk_size", type=int, default=4096, help="texts read, scored and written at a time "
+                   "(memory is bounded by a chunk)")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: the cores, "
+                   "at most 8; with --engine ray: the cores per worker)")
+    p.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="local: this process; ray: Ray Data actors on a Ray cluster (the [ray] extra)")
+    p.add_argument("--address", default=None, help="--engine ray: the cluster's address (default: a local Ray "
+                   "started for this run)")
+    p.add_argument("--num_workers", type=int, default=1, help="--engine ray: predictor actors (one ONNX model each)")
     _add_runtime(p)
     _add_decision(p)
 
@@ -340,34 +355,18 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_predict(args) -> None:
-    from pathlib import Path
+    from zhcls.inference.streaming import PredictConfig
 
-    from zhcls import data
-    from zhcls.errors import ZhclsError
-    from zhcls.inference.loading import load, read_meta
-    from zhcls.inference.predictor import write_predictions
+    fields = {k: v for k, v in vars(args).items() if k not in ("command", "quiet")}
+    config = PredictConfig(**fields, progress=not args.quiet)
+    if config.engine == "ray":
+        from zhcls.distributed import predict_files
 
-    # Validate the input and the flags before loading the model.
-    _check_threshold(args)
-    long_text = _long_text(args, args.params_path)
-    meta = read_meta(args.params_path)
-    examples = data.read_texts(Path(args.dataset_dir) / args.data_file, meta.get("task", "auto"))
-    if not examples:
-        raise ZhclsError(f"{Path(args.dataset_dir) / args.data_file}: no text to predict")
-    predictor = load(args.params_path, backend=args.backend, device=args.device, batch_size=args.batch_size,
-                     max_seq_length=args.max_seq_length)
-    if args.label_file:
-        labels = data.read_labels(Path(args.dataset_dir) / args.label_file, predictor.problem_type)
-        if labels != predictor.labels:
-            raise ZhclsError(f"{args.label_file}: labels differ from the model's ({', '.join(predictor.labels[:5])}, ...)")
-    if long_text is not None:
-        predictor.long_text = long_text
-    texts = data.predictor_inputs(examples)
-    results = predictor.predict(texts, topk=args.topk, threshold=args.threshold, progress=not args.quiet,
-                                min_labels=args.min_labels, max_labels=args.max_labels,
-                                hierarchy_policy=args.hierarchy_policy)
-    write_predictions(args.output_file, texts, results, topk=args.topk)
-    print(f"{len(results)} predictions written to {args.output_file}")
+        print(predict_files(config).line())
+        return
+    from zhcls.inference.streaming import predict_files
+
+    print(predict_files(config).line())
 
 
 def cmd_models(args) -> None:

@@ -39,6 +39,13 @@ class LongText:
         """The policy stored in a checkpoint's ``zhcls`` block (truncate for checkpoints without one)."""
         return cls(**meta.get("long_text", {}))
 
+    def override(self, policy: str | None, stride: int | None, pooling: str | None) -> LongText | None:
+        """Evaluate's and predict's --long_text / --stride / --window_pooling on top of this (the stored) policy;
+        None when none is given."""
+        if policy is None and stride is None and pooling is None:
+            return None
+        return LongText(policy or self.policy, self.stride if stride is None else stride, pooling or self.pooling)
+
     def to_meta(self) -> dict:
         return asdict(self)
 
