@@ -97,7 +97,6 @@ class Records:
                 yield from self._field_records(path, rows)
 
     def _text_records(self, path: Path) -> Iterator[Record]:
-        columns = _COLUMNS[self.task, False]
         with open(path, "rb") as f:
             for number, raw in enumerate(f, 1):
                 if number == 1 and raw.startswith(_BOM):
@@ -111,13 +110,8 @@ class Records:
                 if not line.strip():
                     self.blank += 1
                     continue
-                cols = line.split("\t")
-                if len(cols) != len(columns):
-                    yield Record(str(path), number, None, problem=_column_problem(columns, len(cols)))
-                elif not all(c.strip() for c in cols):
-                    yield Record(str(path), number, None, problem="a text column is empty")
-                else:
-                    yield Record(str(path), number, cols[0], cols[1] if self.task == "pair" else None)
+                text_a, text_b, problem = split_line(line, self.task)
+                yield Record(str(path), number, text_a, text_b, problem)
 
     def _jsonl_rows(self, path: Path) -> Iterator[tuple[int, object]]:
         """(line, parsed value) per non-blank line; a line that does not parse gives its problem in a 1-tuple."""
@@ -142,6 +136,17 @@ class Records:
                 yield Record(str(path), number, None, problem=problem)
             else:
                 yield Record(str(path), number, row[self.fields[0]], row[self.fields[1]] if self.task == "pair" else None)
+
+
+def split_line(line: str, task: str) -> tuple[str | None, str | None, str | None]:
+    """(text_a, text_b, problem) of one non-blank text line: ``text`` or ``text_a<TAB>text_b``."""
+    columns = _COLUMNS[task, False]
+    cols = line.split("\t")
+    if len(cols) != len(columns):
+        return None, None, _column_problem(columns, len(cols))
+    if not all(c.strip() for c in cols):
+        return None, None, "a text column is empty"
+    return cols[0], cols[1] if task == "pair" else None, None
 
 
 def field_problem(row, fields: Sequence[str], line_safe: bool = True) -> str | None:

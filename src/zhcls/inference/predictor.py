@@ -220,7 +220,7 @@ def prediction_row(text, result: dict) -> dict:
     row = {"text": text[0], "text_pair": text[1]} if pair else {"text": text}
     row.update(result)
     if "topk" in row:
-        row["topk"] = [[label, score] for label, score in row["topk"]]
+        row["topk"] = [{"label": label, "score": score} for label, score in row["topk"]]
     return row
 
 

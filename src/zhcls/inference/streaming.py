@@ -142,6 +142,12 @@ class OutputFormat:
         return line.startswith(shown + "\t")
 
 
+def onnx_threads(params_path, backend: str, threads: int | None) -> dict:
+    """``threads`` as a `load()` keyword when the ONNX backend will serve (the PyTorch one has its own)."""
+    onnx = backend == "onnx" or (backend == "auto" and (Path(params_path) / "model.onnx").exists())
+    return {"threads": threads} if threads and onnx else {}
+
+
 def partial_path(output) -> Path:
     output = Path(output)
     return output.with_name(output.name + ".partial")
@@ -173,7 +179,7 @@ def predict_files(config: PredictConfig) -> Summary:
         raise ZhclsError(f"{', '.join(map(str, paths))}: no text to predict")
     predictor = load(config.params_path, backend=config.backend, device=config.device,
                      batch_size=config.batch_size, max_seq_length=config.max_seq_length,
-                     **({"threads": config.threads} if config.threads else {}))
+                     **onnx_threads(config.params_path, config.backend, config.threads))
     if config.label_file:
         labels = read_labels(Path(config.dataset_dir) / config.label_file, predictor.problem_type)
         if labels != predictor.labels:
