@@ -9,6 +9,7 @@ from test_export import tiny_checkpoint
 from zhcls.cli import main
 from zhcls.deploy.export import export
 from zhcls.distributed import predict_dataset
+from zhcls.distributed import predict_files as ray_predict_files
 from zhcls.inference.streaming import PredictConfig, predict_files
 
 ray = pytest.importorskip("ray")
@@ -49,11 +50,17 @@ def config(exported, tmp_path, out, **kw):
 def test_ray_output_equals_the_single_machine_output(cluster, exported, texts, tmp_path):
     (tmp_path / "data.txt").write_text("\n".join(texts[:320]) + "\n", encoding="utf-8")
     local = predict_files(config(exported, tmp_path, "local.txt", topk=2, chunk_size=32))
-    distributed = predict_files(config(exported, tmp_path, "ray.txt", topk=2, chunk_size=32, engine="ray",
-                                       num_workers=2))
+    distributed = ray_predict_files(config(exported, tmp_path, "ray.txt", topk=2, chunk_size=32, engine="ray",
+                                           num_workers=2))
     assert local.written == distributed.written == 320
-    # Same chunks (32 rows, sorted by length inside), same INT8 model and threads: the same bytes.
-    assert (tmp_path / "ray.txt").read_text(encoding="utf-8") == (tmp_path / "local.txt").read_text(encoding="utf-8")
+    # The same rows: texts in order, labels, top-k labels. Scores agree to rounding: dynamic INT8 quantises a
+    # batch's activations with that batch's range, and Ray's blocks may group rows into other batches.
+    rows = {name: [line.split("\t") for line in (tmp_path / name).read_text(encoding="utf-8").splitlines()]
+            for name in ("local.txt", "ray.txt")}
+    assert rows["ray.txt"][0] == rows["local.txt"][0]
+    for got, want in zip(rows["ray.txt"][1:], rows["local.txt"][1:], strict=True):
+        assert got[:2] == want[:2] and abs(float(got[2]) - float(want[2])) <= 0.005
+        assert [t.rsplit(":", 1)[0] for t in got[3].split()] == [t.rsplit(":", 1)[0] for t in want[3].split()]
     # The Python form on a dataset of the caller's, with its own field name.
     ds = ray.data.from_items([{"q": t} for t in texts[:64]])
     rows = predict_dataset(ds, exported, text_field="q", rows_per_batch=32).take_all()

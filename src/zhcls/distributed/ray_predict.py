@@ -145,6 +145,8 @@ def predict_files(config: PredictConfig) -> Summary:
     written by this process in input order to the output file (atomically, as one file: no --resume). The
     output is line for line that of the single-machine path."""
     config.check()
+    if config.engine != "ray":
+        raise ZhclsError(f"engine {config.engine!r}: this is the Ray engine; use zhcls.inference.streaming.predict_files")
     if config.resume:
         raise ZhclsError("--resume: the Ray engine writes its output in one go; rerun without --resume")
     paths = input_paths(config.data_file, config.dataset_dir)

@@ -156,6 +156,8 @@ def partial_path(output) -> Path:
 def predict_files(config: PredictConfig) -> Summary:
     """`zhcls predict`: the config's inputs scored into its output (see the module docstring)."""
     config.check()
+    if config.engine != "local":  # the Ray engine lives above this layer
+        raise ZhclsError(f"engine {config.engine!r}: this is the local engine; use zhcls.distributed.predict_files")
     start = time.perf_counter()
     paths = input_paths(config.data_file, config.dataset_dir)
     meta = read_meta(config.params_path)
