@@ -164,7 +164,7 @@ def int8_on_trained(work: Path, dataset: Path, vocab: Path, epochs: int, progres
 def main(argv=None) -> None:
     from zhcls.data import read_labels
     from zhcls.deploy.bench import BACKENDS, format_table, isolated, measure, median_row, plot, prepare
-    from zhcls.evaluation.metrics import write_json
+    from zhcls.evaluation.report_files import write_json
     from zhcls.inference.onnx_predictor import default_threads
     from zhcls.models.checkpoint import save_checkpoint
     from zhcls.models.pretrained import load_pretrained

@@ -220,7 +220,7 @@ def compute_ceiling(params: Path, texts: list[str], threads: int, n: int = 320) 
 def main(argv=None) -> None:
     from zhcls.data import read_labels
     from zhcls.deploy.export import export
-    from zhcls.evaluation.metrics import write_json
+    from zhcls.evaluation.report_files import write_json
     from zhcls.models.checkpoint import save_checkpoint
     from zhcls.models.pretrained import load_pretrained
 

@@ -56,7 +56,7 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default="bench_out", help="folder for train_from_scratch.json")
     args = parser.parse_args(argv)
 
-    from zhcls.evaluation.metrics import write_json
+    from zhcls.evaluation.report_files import write_json
     from zhcls.training import train
 
     reference = tfidf_reference(SHARED / "data" / "README.md")

@@ -3,7 +3,6 @@ import os
 import pickle
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -26,16 +25,14 @@ def assert_one_line_error(proc, *fragments):
         assert fragment in errors[0], errors[0]
 
 
-def test_help_is_fast_and_imports_no_torch():
-    code = ("import sys, time; t = time.perf_counter(); from zhcls.cli import main\n"
+def test_help_imports_no_torch():
+    # What makes `zhcls --help` answer at once is what it does not import; its speed is no unit test's business.
+    code = ("import sys; from zhcls.cli import main\n"
             "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "print(time.perf_counter() - t, 'torch' in sys.modules, 'numpy' in sys.modules)")
+            "print('torch' in sys.modules, 'numpy' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out[-2:] == ["False", "False"]
-    assert float(out[-3]) < 0.5
-    start = time.perf_counter()
     assert zhcls_cli("--help").returncode == 0
-    assert time.perf_counter() - start < 3  # whole process, interpreter start included, on a loaded machine
 
 
 def test_models_lists_the_zoo():

@@ -9,16 +9,9 @@ import numpy as np
 import pytest
 
 from zhcls.errors import ZhclsError
-from zhcls.evaluation import metrics
-from zhcls.evaluation.metrics import (
-    classification_report,
-    format_confusion,
-    format_report,
-    multilabel_report,
-    plot_confusion,
-    write_bad_cases,
-    write_json,
-)
+from zhcls.evaluation import report_files
+from zhcls.evaluation.metrics import classification_report, multilabel_report
+from zhcls.evaluation.report_files import format_confusion, format_report, plot_confusion, write_bad_cases, write_json
 
 # Hand-checked case. Class 2 (科技) is never predicted; class 3 (娱乐) has no support but is predicted
 # once; class 4 (教育) has neither. Row 4 ties the gold class with a lower index, row 6 ties the top
@@ -165,7 +158,7 @@ def test_format_report_alignment():
     table = lines[next(i for i, line in enumerate(lines) if line.startswith("label")):]
     assert len(table) == 2 + len(labels)
     assert len({_width(line) for line in table}) == 1
-    assert metrics.display_width("体育a") == 5
+    assert report_files.display_width("体育a") == 5
 
 
 def test_format_confusion():
@@ -207,10 +200,10 @@ def test_plot_confusion_cjk(tmp_path):
 
 
 def test_plot_confusion_fallback_and_font_choice(tmp_path, monkeypatch):
-    font = metrics._font_covering("体育")
+    font = report_files._font_covering("体育")
     assert font is None or not font.startswith("Last Resort")
-    assert metrics._font_covering("abc") is not None
-    monkeypatch.setattr(metrics, "_font_covering", lambda chars: None)
+    assert report_files._font_covering("abc") is not None
+    monkeypatch.setattr(report_files, "_font_covering", lambda chars: None)
     out = plot_confusion(classification_report(LABELS, Y, PROBS), tmp_path / "c.png")
     assert out.read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ZhclsError, match="no confusion"):

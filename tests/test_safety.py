@@ -85,15 +85,15 @@ def test_train_refuses_a_folder_it_did_not_write(kq, vocab, tmp_path, capsys):
     assert not (mine / "thesis.txt").exists() and (mine / "model.safetensors").is_file()
 
 
-def test_the_guard_knows_a_killed_runs_folder(tmp_path):
-    # Killed before its first checkpoint: save_dir holds only training_state/, which zhcls wrote.
-    killed = tmp_path / "killed"
-    (killed / "training_state").mkdir(parents=True)
-    (killed / "training_state" / MARKER).write_text("{}")
-    assert check_output_dir(killed, flag="--save_dir") == killed
-    (killed / "notes.txt").write_text("mine")
+def test_the_guard_owns_only_folders_marked_at_their_top(tmp_path):
+    # A folder that merely holds folders zhcls wrote (earlier checkpoints side by side) is the user's.
+    runs = tmp_path / "runs"
+    (runs / "ckpt_a").mkdir(parents=True)
+    (runs / "ckpt_a" / MARKER).write_text("{}")
     with pytest.raises(ZhclsError, match="did not write"):
-        check_output_dir(killed, flag="--save_dir")
+        check_output_dir(runs, flag="--save_dir")
+    (runs / MARKER).write_text("{}")  # what the loop writes at save_dir's top with its first training state
+    assert check_output_dir(runs, flag="--save_dir") == runs
     (tmp_path / "file").write_text("x")
     with pytest.raises(ZhclsError, match="is not a folder"):
         check_output_dir(tmp_path / "file", flag="--to", overwrite=True)

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from test_export import tiny_checkpoint
-from zhcls.deploy.batcher import DynamicBatcher, QueueFull
+from zhcls.deploy.batcher import DynamicBatcher, QueueFull, Stopping
 from zhcls.deploy.serve import create_app
 from zhcls.deploy.serving import ServeConfig, load_predictor
 from zhcls.deploy.triton import check_platform, server_environment
@@ -271,6 +271,57 @@ def test_batcher_merges_bounds_and_separates(texts):
     assert calls[:3] == [(4, 1), (1, 1), (1, 2)]  # 4 merged; the 5th and the topk=2 one are called apart
 
 
+def test_stop_answers_the_request_held_in_the_delay_window(texts):
+    """A request the worker has taken and holds while it waits out max_delay (no longer queued, not yet
+    computed) is answered by stop(), at once: stop() does not wait out the window, nor cancel it."""
+    calls = []
+
+    def predict(batch):
+        calls.append(list(batch))
+        return [{"text": t} for t in batch]
+
+    async def scenario():
+        batcher = DynamicBatcher(predict, max_batch_size=8, max_delay_ms=600_000, max_queue=4)
+        await batcher.start()
+        held = batcher.submit(texts[:2])
+        while not batcher._queue.empty():  # the worker takes it and starts its ten-minute window
+            await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        await batcher.stop(drain_timeout=60)
+        with pytest.raises(Stopping):
+            batcher.submit(texts[2:3])  # refused once stopping: 503, not queued
+        return held.result()
+
+    assert [r["text"] for r in asyncio.run(scenario())] == texts[:2]
+    assert calls == [texts[:2]]
+
+
+def test_stop_is_bounded_by_drain_timeout(texts):
+    """A forward that never returns: stop() gives up after drain_timeout and every accepted request,
+    computing or queued, fails with Stopping (the server's 503) instead of hanging."""
+    release = threading.Event()
+
+    def stuck(batch):
+        release.wait(60)
+        return [{} for _ in batch]
+
+    async def scenario():
+        batcher = DynamicBatcher(stuck, max_batch_size=1, max_delay_ms=0, max_queue=4)
+        await batcher.start()
+        futures = [batcher.submit([t]) for t in texts[:3]]
+        while not batcher._computing:
+            await asyncio.sleep(0.001)
+        await batcher.stop(drain_timeout=0.2)
+        return await asyncio.gather(*futures, return_exceptions=True)
+
+    try:
+        outcomes = asyncio.run(scenario())
+    finally:
+        release.set()
+    assert all(isinstance(o, Stopping) for o in outcomes), outcomes
+    assert "drain timeout" in str(outcomes[0])
+
+
 def serve_process(checkpoint, port, *extra):
     env = {**os.environ, "PYTHONPATH": REPO_SRC + os.pathsep + os.environ.get("PYTHONPATH", "")}
     return subprocess.Popen([sys.executable, "-m", "zhcls", "-q", "serve", "--params_path", str(checkpoint), "--port",
@@ -359,7 +410,8 @@ def test_triton_engine_fails_in_one_line_or_runs_here():
 def test_triton_server_gets_this_interpreters_libpython_first():
     import sysconfig
 
-    env = server_environment({"LD_LIBRARY_PATH": "/usr/lib/x86_64-linux-gnu:/opt/lib"})
+    env = server_environment({"LD_LIBRARY_PATH": "/usr/lib/x86_64-linux-gnu:/opt/lib", "PATH": "/usr/bin"}, "/venv/bin/python")
     assert env["LD_LIBRARY_PATH"].split(":") == [sysconfig.get_config_var("LIBDIR"), "/usr/lib/x86_64-linux-gnu", "/opt/lib"]
+    assert env["PATH"] == "/venv/bin:/usr/bin"  # the stub's embedded Python finds its packages by the python3 on PATH
     assert server_environment({})["LD_LIBRARY_PATH"] == sysconfig.get_config_var("LIBDIR")
 

@@ -156,19 +156,75 @@ def test_batches_cover_everything_once_and_group_lengths():
     assert sorted(order.tolist()) == list(range(5000)) and (np.diff(lengths[order]) <= 0).all()
 
 
+# Run under torchrun: `zhcls train` with each rank's final weights written to OUT/rank<R>.safetensors.
+RANK_WEIGHTS = """
+import sys
+from safetensors.torch import save_file
+import zhcls.training.finetune as finetune
+from zhcls.cli import main
+
+fit = finetune.fit
+
+def fit_and_keep(job, cfg, rt):
+    result = fit(job, cfg, rt)
+    weights = {k: v.detach().cpu().clone() for k, v in job.model.state_dict().items()}
+    save_file(weights, f"{sys.argv[1]}/rank{rt.rank}.safetensors")
+    return result
+
+finetune.fit = fit_and_keep
+sys.exit(main(sys.argv[2:]))
+"""
+
+
 def test_torchrun_two_processes_split_the_batches(kq, shared, tmp_path):
-    """DistributedDataParallel on CPU (gloo): two workers, each half the batches, one checkpoint."""
+    """DistributedDataParallel on CPU (gloo): two workers, each half the batches, gradients averaged between
+    them, so both end with the same weights; one checkpoint."""
     import json
     import subprocess
     import sys
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "zhcls", "train",
-           "--dataset_dir", str(kq), "--model", SMALL, "--init_random", "--vocab_file",
+    script = tmp_path / "rank_weights.py"
+    script.write_text(RANK_WEIGHTS, encoding="utf-8")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script), str(tmp_path),
+           "train", "--dataset_dir", str(kq), "--model", SMALL, "--init_random", "--vocab_file",
            str(shared / "vocab/bert-base-chinese/vocab.txt"), "--save_dir", str(tmp_path / "ddp"), "--epochs", "1",
-           "--max_seq_length", "48", "--threads", "1"]
+           "--max_seq_length", "48", "--threads", "1", "--no_baseline"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("best dev score") == 1
     state = json.loads((tmp_path / "ddp/training_state/state.json").read_text())
     assert state["step"] == 10  # 640 examples / 32 = 20 batches, 10 per worker
+    # The ranks saw different batches; only averaged gradients leave them with identical weights.
+    rank0, rank1 = load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors")
+    assert rank0.keys() == rank1.keys() and len(rank0) > 10
+    for name in rank0:
+        np.testing.assert_array_equal(rank0[name], rank1[name], err_msg=name)
+    saved = load_file(tmp_path / "ddp/model.safetensors")
+    np.testing.assert_array_equal(saved["classifier.weight"], rank0["classifier.weight"])
     assert zhcls.load(tmp_path / "ddp").predict(["头疼怎么办"])[0]["label"] in tokenizer_labels(kq)
+
+
+def test_fused_adamw_makes_the_loops_update():
+    """The loop's AdamW is fused where the device has it (faster: benchmarks/engine.py); it must compute the
+    per-parameter loop's update, decay groups included."""
+    import copy
+
+    import torch
+    import torch.nn.functional as F
+
+    from zhcls.training.loop import optimizer_for
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 3))
+    twin, start = copy.deepcopy(model), copy.deepcopy(model)
+    fused, loop = optimizer_for(model, 1e-2, 0.01), optimizer_for(twin, 1e-2, 0.01, fused=False)
+    assert fused.defaults["fused"] and not loop.defaults["fused"]
+    x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
+    for _ in range(3):
+        for m, optimizer in ((model, fused), (twin, loop)):
+            F.cross_entropy(m(x), y).backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    for a, b, before in zip(model.parameters(), twin.parameters(), start.parameters()):
+        assert not torch.equal(a, before)  # both took real steps
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

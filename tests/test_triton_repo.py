@@ -2,15 +2,21 @@
 stand-in for Triton's `triton_python_backend_utils` and ONNX Runtime between them, must give
 `zhcls.load(export).predict`'s answers for every row; the ensemble's tensor names, types and shapes agree."""
 import importlib.util
+import json
+import os
 import re
+import shutil
+import subprocess
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 
 from test_export import tiny_checkpoint
+from zhcls.data.long_text import LongText
 from zhcls.deploy.export import export
 from zhcls.deploy.triton_repo import write_triton_repo
 from zhcls.errors import ZhclsError
@@ -89,6 +95,73 @@ def test_python_models_answer_every_row_of_a_batch(repo, texts, monkeypatch):
     expected = load(export_dir, backend="onnx", device="cpu").predict(texts)
     assert labels == [e["label"] for e in expected]
     assert scores == pytest.approx([e["score"] for e in expected], abs=1e-5)
+
+
+@pytest.fixture(scope="module")
+def policy_exports(shared, tmp_path_factory):
+    """Exports of checkpoints that store the head_tail and the sliding long-text policies."""
+    root = tmp_path_factory.mktemp("triton_policies")
+    checkpoint = tiny_checkpoint(root / "ckpt", shared, "ernie")
+    folders = {}
+    for policy in ("head_tail", "sliding"):
+        source = root / f"ckpt_{policy}"
+        shutil.copytree(checkpoint, source)
+        config = json.loads((source / "config.json").read_text(encoding="utf-8"))
+        config["zhcls"]["long_text"] = {"policy": policy, "stride": 0, "pooling": "mean"}
+        (source / "config.json").write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
+        export(source, root / f"kuake_{policy}", progress=False)
+        folders[policy] = source, root / f"kuake_{policy}"
+    return folders
+
+
+def test_ensemble_cuts_long_texts_by_the_checkpoints_policy(policy_exports, texts, tmp_path, monkeypatch):
+    """head_tail: the ensemble's tokenizer step keeps a long text's start and end as predict() does (it
+    used to truncate, so Triton answered otherwise); the answers equal predict()'s for long texts."""
+    _, export_dir = policy_exports["head_tail"]
+    repo_dir = write_triton_repo(export_dir, tmp_path / "repo")
+    tokenizer = python_model(repo_dir / "kuake_head_tail_tokenizer" / "1" / "model.py", monkeypatch)
+    postprocess = python_model(repo_dir / "kuake_head_tail_postprocess" / "1" / "model.py", monkeypatch)
+    session = ort.InferenceSession(str(repo_dir / "kuake_head_tail_onnx" / "1" / "model.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    long_texts = ["".join(texts[i:] + texts[:i]) * 3 for i in range(4)] + texts[:2]  # 4 far over 64 tokens
+    request = InferenceRequest([Tensor("text", np.array([[t.encode()] for t in long_texts], dtype=object))])
+    encoded = tokenizer.execute([request])[0]
+    answers = postprocess.execute([InferenceRequest([Tensor("logits", session.run(["logits"], encoded.tensors)[0])])])[0]
+    expected = load(export_dir, backend="onnx", device="cpu").predict(long_texts)
+    assert [x[0].decode() for x in answers.tensors["label"]] == [e["label"] for e in expected]
+    assert answers.tensors["score"][:, 0] == pytest.approx([e["score"] for e in expected], abs=1e-5)
+    truncating = load(export_dir, backend="onnx", device="cpu")
+    truncating.long_text = LongText()  # what the ensemble answered before: a different answer, so this test tells
+    truncated = truncating.predict(long_texts)
+    assert [e["score"] for e in truncated] != pytest.approx([e["score"] for e in expected], abs=1e-5)
+
+
+def test_sliding_needs_the_python_form(policy_exports, texts, tmp_path, monkeypatch):
+    """sliding pools a text's windows: the ensemble (one row per text) refuses it in one line, via the CLI
+    too; the python form runs predict() itself, and answers as it does for every row of a batch."""
+    source, export_dir = policy_exports["sliding"]
+    with pytest.raises(ZhclsError, match="--triton_backend python") as refused:
+        write_triton_repo(export_dir, tmp_path / "ensemble")
+    assert "\n" not in str(refused.value) and not (tmp_path / "ensemble").exists()
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    r = subprocess.run([sys.executable, "-m", "zhcls", "-q", "export", "--params_path", str(source), "--output_path",
+                        str(tmp_path / "export"), "--triton_repo", str(tmp_path / "cli_repo")],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and r.stderr.startswith("zhcls: error: --triton_repo") and len(r.stderr.splitlines()) == 1
+    assert not (tmp_path / "cli_repo").exists()
+
+    repo_dir = write_triton_repo(export_dir, tmp_path / "python", backend="python", max_batch_size=8)
+    config = (repo_dir / "kuake_sliding" / "config.pbtxt").read_text(encoding="utf-8")
+    assert 'backend: "python"' in config and "dynamic_batching" in config and "max_batch_size: 8" in config
+    model = python_model(repo_dir / "kuake_sliding" / "1" / "model.py", monkeypatch)
+    long_texts = ["".join(texts) * 2, texts[0], "".join(texts[2:])]
+    requests = [InferenceRequest([Tensor("text", np.array([[t.encode()] for t in batch], dtype=object))])
+                for batch in (long_texts[:2], long_texts[2:])]
+    answers = model.execute(requests)
+    expected = load(export_dir, backend="onnx", device="cpu").predict(long_texts)
+    assert [x[0].decode() for r in answers for x in r.tensors["label"]] == [e["label"] for e in expected]
+    scores = np.concatenate([r.tensors["score"][:, 0] for r in answers])
+    assert scores == pytest.approx([e["score"] for e in expected], abs=1e-6)
 
 
 def tensors(block: str) -> dict:

@@ -1,10 +1,10 @@
 """Atomic file writes, and the one guard of every folder zhcls writes.
 
-Writes go to a temporary file or folder beside the target, then are renamed over it: a crash or a
-Ctrl-C mid-write leaves the old file (or none), never a half-written one. A folder that a command
-replaces whole must be missing, empty, or one zhcls wrote itself (it holds the `MARKER` file that
-`atomic_dir` puts in every folder it writes); anything else is refused unless the user says
-``--overwrite``, so a mistyped ``--save_dir`` never deletes a user's files.
+Writes go to a temporary file or folder, then are renamed into place: a crash or a Ctrl-C mid-write
+leaves the old file (or none), never a half-written one. A folder that a command replaces whole must
+be missing, empty, or one zhcls wrote itself (the `MARKER` file that `atomic_dir` puts at the top of
+every folder it writes); anything else, a folder of earlier checkpoints included, is refused unless
+the user says ``--overwrite``, so a mistyped ``--save_dir`` never deletes a user's files.
 """
 import contextlib
 import json
@@ -60,51 +60,78 @@ def atomic_open(path, mode: str = "w", encoding: str | None = "utf-8"):
 
 @contextlib.contextmanager
 def atomic_dir(path, keep: tuple[str, ...] = ()):
-    """Yield a temporary folder beside ``path``; on success it replaces ``path`` whole.
+    """Yield a temporary folder; on success its entries replace ``path``'s, which gets the `MARKER`.
 
-    Entries named in ``keep`` (e.g. ``training_state``) are carried over from the old folder when
-    the new one lacks them, so replacing a checkpoint never drops its resumable state.
+    A missing ``path`` is one rename of the temporary folder. An existing one is never renamed itself
+    (it may be a mount point: a Docker or Kubernetes volume): the temporary folder lives inside it, its
+    entries are renamed in one by one and the old ones moved aside, and any failure moves every entry
+    back. Entries named in ``keep`` (e.g. ``training_state``) that the new folder lacks are never
+    moved at all, so a failed save cannot take the resumable state or the reports with it. Every
+    temporary name is unique (tempfile): nothing zhcls did not create in this call is ever deleted.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    fresh = not path.is_dir()
+    if fresh:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.new.", dir=path.parent if fresh else path))
     try:
         yield tmp
         (tmp / MARKER).write_text(json.dumps({"written_by": "zhcls"}) + "\n", encoding="utf-8")
         for root, dirs, files in os.walk(tmp):
             for name in dirs + files:
                 _usual_mode(Path(root) / name, is_dir=name in dirs)
-        _usual_mode(tmp, is_dir=True)
-        for name in keep:
-            if (path / name).exists() and not (tmp / name).exists():
-                os.replace(path / name, tmp / name)
-        old = path.with_name(f".{path.name}.old")
-        if path.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+        if fresh:
+            _usual_mode(tmp, is_dir=True)
+            os.replace(tmp, path)
+        else:
+            _replace_entries(path, tmp, keep)
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _replace_entries(path: Path, new: Path, keep) -> None:
+    """Make ``path`` hold ``new``'s entries (plus the ``keep`` ones ``new`` lacks), or, on failure, what it held."""
+    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path))
+    moved, placed = [], []
+    try:
+        for entry in list(path.iterdir()):
+            if entry in (new, old) or (entry.name in keep and not (new / entry.name).exists()):
+                continue
+            os.replace(entry, old / entry.name)
+            moved.append(entry.name)
+        for entry in list(new.iterdir()):
+            os.replace(entry, path / entry.name)
+            placed.append(entry.name)
+    except BaseException:
+        for name in placed:
+            os.replace(path / name, new / name)
+        for name in moved:
+            os.replace(old / name, path / name)
+        with contextlib.suppress(OSError):  # left in place if something could not be moved back
+            old.rmdir()
         raise
+    shutil.rmtree(old)
+
+
+def mark_ours(path) -> None:
+    """Put the `MARKER` at the top of the folder ``path`` (created if missing), once the guard has let a
+    command write there: a run killed before its first checkpoint leaves a folder zhcls still owns."""
+    path = Path(path)
+    if not (path / MARKER).is_file():
+        with atomic_open(path / MARKER) as f:
+            f.write(json.dumps({"written_by": "zhcls"}) + "\n")
 
 
 def written_by_zhcls(path) -> bool:
-    """The folder holds the marker, or holds only folders that do (a run killed before its first
-    checkpoint leaves ``save_dir`` holding just ``training_state/``)."""
-    path = Path(path)
-    if (path / MARKER).is_file():
-        return True
-    if not path.is_dir():
-        return False
-    entries = list(path.iterdir())
-    return bool(entries) and all(e.is_dir() and (e / MARKER).is_file() for e in entries)
+    """zhcls wrote the folder itself: its `MARKER` is at the top. A folder that merely holds folders
+    zhcls wrote (earlier checkpoints side by side) is the user's, not zhcls's."""
+    return (Path(path) / MARKER).is_file()
 
 
 def check_output_dir(path, *, flag: str, overwrite: bool = False, inputs: Iterable = ()) -> Path:
     """The guard before a command replaces the folder ``path`` whole (``flag`` names it in the error).
 
-    Allowed: a missing or empty folder, or one zhcls wrote (`MARKER`); with ``overwrite``, any folder.
+    Allowed: a missing or empty folder, or one zhcls wrote (`MARKER` at its top); with ``overwrite``, any folder.
     Never allowed: a file, one of the command's ``inputs``, or a folder that holds an input.
     """
     path = Path(path).expanduser()
@@ -136,8 +163,14 @@ def check_writable(path, *, flag: str) -> Path:
 
 
 def check_output_files(paths: Iterable, *, flag: str, inputs: Iterable) -> None:
-    """The guard before a command writes files beside its inputs: none of ``paths`` may be one of ``inputs``."""
-    sources = {Path(p).expanduser().resolve() for p in inputs}
+    """The guard before a command writes files: none of ``paths`` may be one of ``inputs``, nor a file
+    at the top of an input folder (a model folder's config.json, model.safetensors, vocab.txt...)."""
+    sources = set()
+    for p in map(Path, inputs):
+        p = p.expanduser()
+        sources.add(p.resolve())
+        if p.is_dir():
+            sources.update(f.resolve() for f in p.iterdir())
     for path in paths:
         if Path(path).expanduser().resolve() in sources:
             raise ZhclsError(f"{flag}: {path} would overwrite an input; choose another {flag}")

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from zhcls import data
 from zhcls.errors import ZhclsError, require
+from zhcls.io import check_output_files
 
 log = logging.getLogger("zhcls")
 
@@ -161,6 +162,7 @@ def augment_file(train_path, aug_path, *, label_file=None, strategies="mix", cre
     label_file = Path(label_file) if label_file else train_path.parent / "label.txt"
     if not label_file.exists():
         raise ZhclsError(f"{label_file}: file not found; give the label file with --label_file")
+    check_output_files([aug_path], flag="--aug_path", inputs=[label_file])
     labels = data.read_labels(label_file, problem_type)
     examples, _ = data.read_examples(train_path, labels, task, problem_type)
     rows = augmenter.augment_examples(examples, create_n=create_n, progress=progress)

@@ -23,7 +23,7 @@ import numpy as np
 from zhcls import data
 from zhcls.analysis.similarity import SentenceSpace, similarities, top_k_mean
 from zhcls.errors import ZhclsError
-from zhcls.evaluation import metrics
+from zhcls.evaluation import report_files
 from zhcls.io import atomic_open, check_output_files
 
 log = logging.getLogger("zhcls")
@@ -102,7 +102,7 @@ def analyze_sparse(dataset_dir, *, params_path=None, strategy: str | None = None
 
     result = SparseResult(support, order, dict(classes.most_common()), data.write_examples(out / "sparse.txt",
                                                                                          [ds.dev[i] for i in order]))
-    metrics.write_json(out / "sparse_report.json", {
+    report_files.write_json(out / "sparse_report.json", {
         "features": space.name, "support_k": support_k, "mean_support": float(support.mean()),
         "sparse": [{"line": ds.dev[i].line, "label": ds.labels[y_dev[i]], "support": float(support[i]),
                     "text": data.format_example(ds.dev[i])} for i in order],

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from zhcls import data
+from zhcls.clue.config import ClueConfig
 from zhcls.clue.download import locate
 from zhcls.clue.tasks import Task, convert, parse_tasks
 from zhcls.errors import ZhclsError
@@ -25,7 +25,6 @@ from zhcls.training.finetune import TrainConfig, train
 
 log = logging.getLogger("zhcls")
 
-ALL_TASKS = "afqmc,tnews,iflytek,cmnli,ocnli,cluewsc2020,csl"
 RECIPES = {
     "afqmc": dict(learning_rate=3e-5, batch_size=32, epochs=3, max_seq_length=128),
     "tnews": dict(learning_rate=3e-5, batch_size=32, epochs=3, max_seq_length=128),
@@ -35,24 +34,6 @@ RECIPES = {
     "cluewsc2020": dict(learning_rate=3e-5, batch_size=16, epochs=50, max_seq_length=128),
     "csl": dict(learning_rate=3e-5, batch_size=32, epochs=5, max_seq_length=256),
 }
-
-
-@dataclass(kw_only=True)
-class ClueConfig:
-    model_name: str
-    tasks: str = ALL_TASKS
-    data_dir: str | None = None
-    output_dir: str = "./clue_output"
-    overrides: dict = field(default_factory=dict)  # learning_rate, batch_size, epochs, max_seq_length for every task
-    max_train_samples: int = 0  # the first N training examples of each task (a quick check; 0: all)
-    init_random: bool = False
-    vocab_file: str | None = None
-    device: str = "auto"
-    threads: int = 0
-    seed: int = 3
-    cache_dir: str | None = None
-    overwrite: bool = False
-    progress: bool = True
 
 
 def prepare(task: Task, cfg: ClueConfig, out: Path) -> Path:
@@ -93,7 +74,7 @@ def clue(config: ClueConfig | None = None, **kwargs) -> dict:
     cfg = config or ClueConfig(**kwargs)
     tasks = parse_tasks(cfg.tasks)
     out = check_output_dir(cfg.output_dir, flag="--output_dir", overwrite=cfg.overwrite,
-                           inputs=[p for p in (cfg.data_dir, cfg.model_name) if p and Path(p).exists()])
+                           inputs=[p for p in (cfg.data_dir, cfg.model_name, cfg.vocab_file) if p and Path(p).exists()])
     with atomic_dir(out):  # a fresh folder that the guard recognises as ours on the next run
         pass
     # Every task's data is read and checked before the first model is trained.
@@ -101,7 +82,7 @@ def clue(config: ClueConfig | None = None, **kwargs) -> dict:
     datasets = {name: data.load_dataset(folder) for name, folder in folders.items()}
     results = {"model": cfg.model_name, "init_random": cfg.init_random, "tasks": {}}
     for task in tasks:
-        recipe = {**RECIPES[task.name], **{k: v for k, v in cfg.overrides.items() if v is not None}}
+        recipe = {**RECIPES[task.name], **cfg.overrides()}
         ds = datasets[task.name]
         log.info("CLUE %s: %d train / %d dev examples, recipe %s", task.name, len(ds.train), len(ds.dev), recipe)
         r = train(TrainConfig(dataset_dir=str(folders[task.name]), model_name=cfg.model_name, save_dir=str(out / task.name),

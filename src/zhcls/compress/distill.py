@@ -12,7 +12,6 @@ hidden-state matching, which pairs token positions and so needs the same vocabul
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,14 +19,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zhcls import data
+from zhcls import data, options
+from zhcls.compress.config import DistillConfig
 from zhcls.errors import ZhclsError
 from zhcls.inference.torch_predictor import TorchPredictor
 from zhcls.io import check_writable
 from zhcls.models.checkpoint import load_checkpoint, read_json, save_checkpoint
 from zhcls.models.pretrained import load_pretrained
 from zhcls.training.finetune import dev_scorer, padded_batch
-from zhcls.training.loop import Job, LoopConfig, TrainResult, fit, start
+from zhcls.training.loop import Job, TrainResult, fit, start
 
 log = logging.getLogger("zhcls")
 
@@ -83,31 +83,6 @@ def load_teacher(path, flag: str, labels: list[str], device) -> tuple:
 
 # -- zhcls distill ------------------------------------------------------------------------------------
 
-@dataclass(kw_only=True)
-class DistillConfig(LoopConfig):
-    """`zhcls distill`: the loop's flags plus teacher, student and the distillation weights."""
-
-    teacher: str
-    student: str
-    dataset_dir: str
-    save_dir: str = "./distilled"
-    max_seq_length: int = 128
-    temperature: float = 2.0
-    alpha: float = 0.5  # weight of the soft (teacher) loss; 1 - alpha goes to the gold labels
-    hidden_weight: float = 0.0  # > 0: also match hidden states (teacher and student share a vocabulary)
-    unlabeled_file: str | None = None
-    vocab_file: str | None = None  # the student's vocabulary with --init_random
-    train_file: str = "train.txt"
-    dev_file: str = "dev.txt"
-    label_file: str = "label.txt"
-    cache_dir: str | None = None
-
-    def check(self) -> None:
-        super().check()
-        if not 0 <= self.alpha <= 1 or self.temperature <= 0 or self.hidden_weight < 0:
-            raise ZhclsError("--alpha must be in [0, 1], --temperature > 0 and --hidden_weight >= 0")
-
-
 class StudentWithProjection(nn.Module):
     """What the loop trains: the student and, for hidden-state matching across widths, the projection
     from its hidden size to the teacher's (kept in the training state, dropped from the checkpoint)."""
@@ -140,7 +115,8 @@ def distill(config: DistillConfig | None = None, **kwargs) -> TrainResult:
             check_classifier(cfg.student, "--student", ds.labels)
     # Relative to --dataset_dir, like the other data files (an absolute path stays as it is).
     unlabeled = data.read_texts(Path(cfg.dataset_dir) / cfg.unlabeled_file, ds.task) if cfg.unlabeled_file else []
-    rt = start(cfg, inputs=[cfg.teacher, cfg.dataset_dir, cfg.student])
+    rt = start(cfg, inputs=[p for p in (cfg.teacher, cfg.dataset_dir, cfg.student, cfg.vocab_file,
+                                        cfg.unlabeled_file and Path(cfg.dataset_dir) / cfg.unlabeled_file) if p])
     if not cfg.resume:
         check_writable(cfg.save_dir, flag="--save_dir")
     teacher, teacher_tokenizer, teacher_meta, order = load_teacher(cfg.teacher, "--teacher", ds.labels, rt.device)
@@ -193,7 +169,8 @@ def distill(config: DistillConfig | None = None, **kwargs) -> TrainResult:
 
     def save_best(record: dict) -> None:
         save_checkpoint(student, tokenizer, cfg.save_dir, {**meta, "best_dev_score": record["score"],
-                                                           "best_epoch": record["epoch"], "global_step": record["step"]})
+                                                           "best_epoch": record["epoch"], "global_step": record["step"]},
+                        files=options.checkpoint_run_file(cfg))
 
     job = Job(module, [len(ids) for ids in train_x.input_ids], loss, evaluate, save_best, name=f"student {cfg.student}")
     return fit(job, cfg, rt)

@@ -15,50 +15,28 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from zhcls import data
+from zhcls.compress.config import PruneConfig
 from zhcls.compress.distill import check_classifier, hidden_mse, load_teacher, soft_cross_entropy
 from zhcls.compress.importance import importance_scores
-from zhcls.compress.width import DEFAULT_WIDTHS, parse_width, prune_width, width_dir_name
+from zhcls.compress.width import parse_width, prune_width, width_dir_name
 from zhcls.data.batching import inference_batches
 from zhcls.errors import ZhclsError
 from zhcls.io import atomic_dir, atomic_open, atomic_path, check_writable
 from zhcls.models.checkpoint import save_checkpoint
 from zhcls.training.finetune import dev_scorer, padded_batch
-from zhcls.training.loop import STATE_DIR, Job, LoopConfig, fit, start
+from zhcls.training.loop import STATE_DIR, Job, fit, start
 
 log = logging.getLogger("zhcls")
 
 REPORT = "prune_report.json"
 SCORES = "importance.safetensors"  # kept for --resume: a resumed run prunes exactly the same heads
 PLOT = "prune_accuracy_latency.png"
-
-
-@dataclass(kw_only=True)
-class PruneConfig(LoopConfig):
-    """PaddleNLP prune.py's flags (batch sizes, epochs, ...) come from `LoopConfig`; these are its own."""
-
-    params_dir: str
-    dataset_dir: str
-    output_dir: str = "./prune"
-    width_mult_list: list[str] = field(default_factory=lambda: list(DEFAULT_WIDTHS))
-    max_seq_length: int = 128
-    eval_batch_size: int = 32
-    epochs: int = 3
-    temperature: float = 1.0
-    hidden_weight: float = 1.0  # weight of the hidden-state MSE beside the logit loss
-    train_file: str = "train.txt"
-    dev_file: str = "dev.txt"
-    label_file: str = "label.txt"
-    bench: bool = True  # measure real-length ONNX latency of the unpruned model and every width
-
-    def fingerprint(self) -> dict:
-        return {k: v for k, v in super().fingerprint().items() if k not in ("bench", "eval_batch_size")}
 
 
 def prune(config: PruneConfig | None = None, **kwargs) -> dict:

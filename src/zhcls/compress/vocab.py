@@ -1,34 +1,33 @@
-"""Vocabulary pruning: keep the vocabulary entries a domain uses, shrinking vocab.txt and the word
-embedding matrix together.
+"""Vocabulary pruning: keep the vocabulary entries a domain uses, shrinking the vocabulary (vocab.txt, or a
+unigram tokenizer.json) and the word embedding matrix together.
 
 Kept: every token id that the model's own tokenizer produces on the dataset's texts (train, dev,
 test, data.txt when present) and on any extra corpus, plus the special tokens, in their original
 order. WordPiece takes the longest vocabulary match at each step; every match it made is kept, so on
-those texts the smaller vocabulary gives the same tokens, and so the same logits.
+those texts the smaller vocabulary gives the same tokens, and so the same logits. A unigram tokenizer
+takes the best-scoring segmentation: removing pieces it did not use leaves that segmentation the best
+(ties aside), and the lowest-scoring piece is kept so that an unknown character costs what it did.
 """
 from __future__ import annotations
 
 import logging
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
 from zhcls import data
 from zhcls.compress.distill import check_classifier
-from zhcls.data.tokenizer import SPECIAL_TOKENS, Tokenizer
 from zhcls.errors import ZhclsError
-from zhcls.evaluation.metrics import write_json
+from zhcls.evaluation.report_files import write_json
 from zhcls.inference.torch_predictor import TorchPredictor
 from zhcls.io import check_output_dir, check_writable
 from zhcls.models.checkpoint import load_checkpoint, save_checkpoint
+from zhcls.models.pretrained import shrink, used_ids
 
 log = logging.getLogger("zhcls")
 
 REPORT = "vocab_report.json"
-UNLIMITED = 10**9  # tokenise whole texts: a token past max_seq_length is still a token of the domain
 
 
 def domain_texts(dataset_dir, ds: data.DatasetFolder, corpus_files=()) -> list[str]:
@@ -44,29 +43,6 @@ def domain_texts(dataset_dir, ds: data.DatasetFolder, corpus_files=()) -> list[s
         except (OSError, UnicodeDecodeError) as e:
             raise ZhclsError(f"--corpus_files {path}: cannot read it as UTF-8 text ({e})") from None
     return texts
-
-
-def used_ids(tokenizer: Tokenizer, texts: list[str]) -> list[int]:
-    """Sorted ids of the tokens ``texts`` use, special tokens included."""
-    ids = set(np.unique(np.fromiter((i for seq in tokenizer.encode(texts, None, UNLIMITED).input_ids for i in seq),
-                                    dtype=np.int64)).tolist()) if texts else set()
-    token_to_id = {token: i for i, token in enumerate(tokenizer.vocab)}
-    ids |= {token_to_id[t] for t in SPECIAL_TOKENS if t in token_to_id}
-    return sorted(ids)
-
-
-def shrink(model, tokenizer: Tokenizer, keep: list[int]) -> tuple:
-    """(model, tokenizer) restricted to the vocabulary ids ``keep`` (ascending); the model is changed in place."""
-    vocab = [tokenizer.vocab[i] for i in keep]
-    with tempfile.TemporaryDirectory(prefix="zhcls-vocab-") as tmp:
-        (Path(tmp) / "vocab.txt").write_text("".join(f"{t}\n" for t in vocab), encoding="utf-8")
-        small = Tokenizer(Path(tmp) / "vocab.txt", do_lower_case=tokenizer.do_lower_case,
-                          max_seq_length=tokenizer.max_seq_length)
-    embeddings = model.backbone.embeddings
-    weight = embeddings.word_embeddings.weight.detach()[torch.tensor(keep)].clone()
-    embeddings.word_embeddings = nn.Embedding.from_pretrained(weight, freeze=False, padding_idx=small.pad_token_id)
-    model.config.vocab_size, model.config.pad_token_id = len(vocab), small.pad_token_id
-    return model, small
 
 
 def prune_vocab(params_dir, dataset_dir, output_dir, *, corpus_files=(), overwrite: bool = False,

@@ -13,10 +13,10 @@ from fractions import Fraction
 import torch
 from torch import nn
 
+from zhcls.compress.config import DEFAULT_WIDTHS
 from zhcls.errors import ZhclsError
 from zhcls.models.modeling import SequenceClassifier
 
-DEFAULT_WIDTHS = ("3/4", "2/3", "1/2")
 TOLERANCE = 0.05  # heads: 0.67 x 12 = 8.04 is 2/3; 0.7 x 12 = 8.4 is refused
 
 

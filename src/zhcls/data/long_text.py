@@ -39,15 +39,24 @@ class LongText:
         """The policy stored in a checkpoint's ``zhcls`` block (truncate for checkpoints without one)."""
         return cls(**meta.get("long_text", {}))
 
-    def override(self, policy: str | None, stride: int | None, pooling: str | None) -> LongText | None:
-        """Evaluate's and predict's --long_text / --stride / --window_pooling on top of this (the stored) policy;
-        None when none is given."""
-        if policy is None and stride is None and pooling is None:
-            return None
-        return LongText(policy or self.policy, self.stride if stride is None else stride, pooling or self.pooling)
-
     def to_meta(self) -> dict:
         return asdict(self)
+
+    def check(self, budget: int) -> None:
+        """The stride against the window (``budget`` tokens): a stride longer than a window skips text."""
+        if self.policy == "sliding" and self.stride > budget:
+            raise ZhclsError(f"--stride {self.stride} is longer than a window ({budget} tokens: max_seq_length "
+                             "minus [CLS] and [SEP]): text between windows would be skipped")
+
+    def step(self, budget: int) -> int:
+        """Tokens between window starts: the stride, or half a window."""
+        return self.stride or max(1, budget // 2)
+
+    def windows(self, n_tokens: int, budget: int) -> int:
+        """How many pieces `pieces` makes of a text of ``n_tokens`` tokens (without tokenising it again)."""
+        if n_tokens <= budget or self.policy != "sliding":
+            return 1
+        return len(range(0, n_tokens - budget, self.step(budget))) + 1
 
     def pieces(self, ids: list[int], budget: int) -> list[list[int]]:
         """The token pieces of one text that the model sees, each at most ``budget`` tokens."""
@@ -56,9 +65,6 @@ class LongText:
         if self.policy == "head_tail":
             head = int(budget * HEAD_SHARE)
             return [ids[:head] + ids[len(ids) - (budget - head):]]
-        step = self.stride or max(1, budget // 2)
-        if step > budget:
-            raise ZhclsError(f"--stride {step} is longer than a window ({budget} tokens): text between windows "
-                             "would be skipped")
-        starts = [*range(0, len(ids) - budget, step), len(ids) - budget]
+        self.check(budget)
+        starts = [*range(0, len(ids) - budget, self.step(budget)), len(ids) - budget]
         return [ids[s:s + budget] for s in starts]

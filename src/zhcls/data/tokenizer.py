@@ -1,4 +1,11 @@
-"""BERT WordPiece tokenizer for Chinese, giving exactly the ids PaddleNLP's BertTokenizer / ErnieTokenizer give.
+"""The tokenizers: BERT WordPiece (`Tokenizer`) and SentencePiece unigram (`UnigramTokenizer`), one interface.
+
+Everything above the data layer sees ids and character spans through that interface (``encode``,
+``encode_long``, ``pieces``, ``pad``, ``save``, ``subset``, the special ids) and never which kind it
+holds; `Tokenizer.from_dir` picks the kind from the folder (a ``tokenizer.json`` whose model is a
+Unigram, or a ``vocab.txt``).
+
+WordPiece gives exactly the ids PaddleNLP's BertTokenizer / ErnieTokenizer give.
 
 The work is done by the Rust `tokenizers` library: BERT normalisation (drop control characters,
 space around CJK characters, lowercase, strip accents), a split on whitespace, punctuation and
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +37,7 @@ from tokenizers import Regex, models, normalizers, pre_tokenizers, trainers
 from tokenizers import Tokenizer as RustTokenizer
 
 from zhcls.data.long_text import LongText
+from zhcls.data.unigram import UNIGRAM_SPECIALS
 from zhcls.errors import ZhclsError
 from zhcls.io import atomic_open
 
@@ -92,6 +101,10 @@ def read_vocab(vocab_file: str | Path) -> list[str]:
 class Tokenizer:
     """WordPiece tokenizer with PaddleNLP's ids, batched pair encoding, truncation and padding."""
 
+    # A pair is [CLS] a [SEP] b [SEP], b's tokens of type 1 (XLM-R: <s> a </s></s> b </s>, all of type 0).
+    pair_separators = 1
+    second_type = 1
+
     def __init__(self, vocab_file: str | Path, do_lower_case: bool = True, max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH):
         self.vocab = read_vocab(vocab_file)
         self.do_lower_case = do_lower_case
@@ -113,20 +126,28 @@ class Tokenizer:
 
     @classmethod
     def from_dir(cls, path: str | Path) -> Tokenizer:
-        """Load vocab.txt and, if present, tokenizer_config.json (do_lower_case, model_max_length)."""
+        """The folder's tokenizer: a unigram ``tokenizer.json`` (`UnigramTokenizer`), else vocab.txt and, if
+        present, tokenizer_config.json (do_lower_case, model_max_length)."""
         path = Path(path)
-        config = {}
-        config_file = path / "tokenizer_config.json"
-        if config_file.is_file():
-            try:
-                config = json.loads(config_file.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise ZhclsError(f"{config_file}: cannot read tokenizer config ({e})") from None
-        max_len = config.get("model_max_length")
-        # transformers writes a huge number (1e30) when the limit is unknown.
-        if not isinstance(max_len, int) or not 3 <= max_len <= 100_000:
-            max_len = DEFAULT_MAX_SEQ_LENGTH
-        return cls(path / "vocab.txt", do_lower_case=bool(config.get("do_lower_case", True)), max_seq_length=max_len)
+        config = _tokenizer_config(path)
+        if is_unigram_dir(path):
+            return UnigramTokenizer(path / "tokenizer.json", max_seq_length=_max_length(config))
+        return cls(path / "vocab.txt", do_lower_case=bool(config.get("do_lower_case", True)),
+                   max_seq_length=_max_length(config))
+
+    @property
+    def special_ids(self) -> list[int]:
+        """Ids every vocabulary subset keeps (the special tokens)."""
+        token_to_id = {token: i for i, token in enumerate(self.vocab)}
+        return sorted({token_to_id[t] for t in SPECIAL_TOKENS if t in token_to_id})
+
+    def subset(self, keep: list[int]) -> Tokenizer:
+        """The same tokenizer over the vocabulary entries ``keep`` (ascending ids, `special_ids` among them),
+        renumbered 0..len(keep)-1: what `prune --vocab` pairs with the embedding rows it keeps."""
+        with tempfile.TemporaryDirectory(prefix="zhcls-vocab-") as tmp:
+            (Path(tmp) / "vocab.txt").write_text("".join(f"{self.vocab[i]}\n" for i in keep), encoding="utf-8")
+            return Tokenizer(Path(tmp) / "vocab.txt", do_lower_case=self.do_lower_case,
+                             max_seq_length=self.max_seq_length)
 
     def save(self, path: str | Path) -> None:
         """Write vocab.txt, tokenizer_config.json and special_tokens_map.json (transformers' BertTokenizer layout)."""
@@ -163,7 +184,7 @@ class Tokenizer:
     ) -> Encoded:
         """Encode texts (or text pairs) to ``[CLS] a [SEP] (b [SEP])``, truncated to max_seq_length."""
         max_len = max_seq_length or self.max_seq_length
-        n_special = 2 if texts_b is None else 3
+        n_special = 2 if texts_b is None else 2 + self.pair_separators
         if max_len <= n_special:
             raise ZhclsError(f"max_seq_length {max_len} leaves no room for text besides [CLS] and [SEP]")
         if texts_b is not None and len(texts_b) != len(texts_a):
@@ -174,11 +195,12 @@ class Tokenizer:
         if texts_b is None:
             input_ids = [[cls, *a[: max_len - 2], sep] for a in ids]
             return Encoded(input_ids, [[0] * len(x) for x in input_ids])
+        middle = [sep] * self.pair_separators
         input_ids, token_type_ids = [], []
         for a, b in zip(ids[: len(texts_a)], ids[len(texts_a):]):
             n_a, n_b = _longest_first(len(a), len(b), max_len - n_special)
-            input_ids.append([cls, *a[:n_a], sep, *b[:n_b], sep])
-            token_type_ids.append([0] * (n_a + 2) + [1] * (n_b + 1))
+            input_ids.append([cls, *a[:n_a], *middle, *b[:n_b], sep])
+            token_type_ids.append([0] * (n_a + 1 + len(middle)) + [self.second_type] * (n_b + 1))
         return Encoded(input_ids, token_type_ids)
 
     def encode_long(self, texts: list[str], max_seq_length: int, long_text: LongText) -> tuple[Encoded, np.ndarray]:
@@ -193,6 +215,10 @@ class Tokenizer:
                 input_ids.append([cls, *piece, sep])
                 owner.append(i)
         return Encoded(input_ids, [[0] * len(x) for x in input_ids]), np.asarray(owner, dtype=np.int64)
+
+    def lengths(self, texts: list[str]) -> list[int]:
+        """Tokens of each text, without [CLS] and [SEP]."""
+        return [len(ids) for ids in self._ids(list(texts))]
 
     def _ids(self, texts: list[str]) -> list[list[int]]:
         # One Rust call tokenizes everything, in parallel; offsets are not needed.
@@ -215,6 +241,122 @@ class Tokenizer:
         types = np.zeros(mask.shape, dtype=np.int64)
         types[mask] = np.fromiter(itertools.chain.from_iterable(token_type_ids), dtype=np.int64, count=total)
         return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask.astype(np.int64)}
+
+
+class UnigramTokenizer(Tokenizer):
+    """A SentencePiece-unigram tokenizer (XLM-R style: multilingual-e5, paraphrase-multilingual-MiniLM) from its
+    Hugging Face ``tokenizer.json``; the same interface as the WordPiece `Tokenizer`.
+
+    ``<s>`` / ``</s>`` play [CLS] / [SEP]; a pair is ``<s> a </s></s> b </s>``, every token of type 0, as
+    transformers' XLMRobertaTokenizer gives it. `zhcls.data.unigram` builds such a file from a model's parts.
+    """
+
+    pair_separators = 2
+    second_type = 0
+
+    def __init__(self, tokenizer_file: str | Path, max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH):
+        tokenizer_file = Path(tokenizer_file)
+        spec = _read_unigram(tokenizer_file)
+        self.spec = spec
+        self.vocab = [piece for piece, _ in spec["model"]["vocab"]]
+        self.scores = np.array([score for _, score in spec["model"]["vocab"]], dtype=np.float64)
+        self.vocab_size = len(self.vocab)
+        self.max_seq_length = max_seq_length
+        self.do_lower_case = False
+        token_to_id = {token: i for i, token in enumerate(self.vocab)}
+        missing = [t for t in UNIGRAM_SPECIALS[:4] if t not in token_to_id]
+        if missing:
+            raise ZhclsError(f"{tokenizer_file}: the vocabulary lacks the special tokens {' '.join(missing)}")
+        self.cls_token_id, self.pad_token_id = token_to_id["<s>"], token_to_id["<pad>"]
+        self.sep_token_id, self.unk_token_id = token_to_id["</s>"], token_to_id["<unk>"]
+        try:
+            self._rust = RustTokenizer.from_str(json.dumps(spec))
+        except Exception as e:  # the Rust side's message names what it could not parse
+            raise ZhclsError(f"{tokenizer_file}: not a valid tokenizer.json ({e})") from None
+        self._rust.no_truncation()
+        self._rust.no_padding()
+
+    @property
+    def special_ids(self) -> list[int]:
+        # The lowest-scoring piece too: the unknown-character score is the lowest score minus 10, so keeping
+        # it keeps that score, and with it every segmentation of the texts a subset was made from.
+        token_to_id = {token: i for i, token in enumerate(self.vocab)}
+        return sorted({token_to_id[t] for t in UNIGRAM_SPECIALS if t in token_to_id} | {int(self.scores.argmin())})
+
+    def subset(self, keep: list[int]) -> UnigramTokenizer:
+        spec = json.loads(json.dumps(self.spec))
+        spec["model"]["vocab"] = [self.spec["model"]["vocab"][i] for i in keep]
+        new_id = {old: new for new, old in enumerate(keep)}
+        spec["added_tokens"] = [{**t, "id": new_id[t["id"]]} for t in spec["added_tokens"] if t["id"] in new_id]
+        spec["model"]["unk_id"] = new_id[self.unk_token_id]
+        if spec.get("post_processor", {}).get("type") == "RobertaProcessing":
+            spec["post_processor"]["cls"][1] = new_id[self.cls_token_id]
+            spec["post_processor"]["sep"][1] = new_id[self.sep_token_id]
+        with tempfile.TemporaryDirectory(prefix="zhcls-vocab-") as tmp:
+            (Path(tmp) / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
+            return UnigramTokenizer(Path(tmp) / "tokenizer.json", max_seq_length=self.max_seq_length)
+
+    def save(self, path: str | Path) -> None:
+        """Write tokenizer.json, tokenizer_config.json and special_tokens_map.json (what AutoTokenizer loads)."""
+        path = Path(path)
+        specials = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "sep_token": "</s>",
+                    "pad_token": "<pad>", "cls_token": "<s>"}
+        if "<mask>" in self.vocab:
+            specials["mask_token"] = "<mask>"
+        config = {"tokenizer_class": "XLMRobertaTokenizer", "model_max_length": self.max_seq_length, **specials}
+        with atomic_open(path / "tokenizer.json", "w") as f:
+            json.dump(self.spec, f, ensure_ascii=False)
+        with atomic_open(path / "tokenizer_config.json", "w") as f:
+            json.dump(config, f, ensure_ascii=False, indent=2)
+        with atomic_open(path / "special_tokens_map.json", "w") as f:
+            json.dump(specials, f, ensure_ascii=False, indent=2)
+
+
+def is_unigram_dir(path: Path) -> bool:
+    """Whether ``path`` holds a tokenizer.json of the unigram kind (and no vocab.txt to prefer)."""
+    file = Path(path) / "tokenizer.json"
+    if not file.is_file() or (Path(path) / "vocab.txt").is_file():
+        return False
+    try:
+        with open(file, encoding="utf-8") as f:
+            head = f.read(1 << 16)
+    except (OSError, UnicodeDecodeError):
+        return False
+    # The model block comes last in tokenizer.json; read the whole file only when its head does not settle it.
+    return '"Unigram"' in head or '"Unigram"' in file.read_text(encoding="utf-8", errors="replace")
+
+
+def has_tokenizer(path: Path) -> bool:
+    return (Path(path) / "vocab.txt").is_file() or is_unigram_dir(path)
+
+
+def _read_unigram(file: Path) -> dict:
+    try:
+        spec = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ZhclsError(f"{file}: tokenizer file not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ZhclsError(f"{file}: cannot read tokenizer file ({e})") from None
+    model = spec.get("model") if isinstance(spec, dict) else None
+    if not isinstance(model, dict) or model.get("type") != "Unigram" or not isinstance(model.get("vocab"), list):
+        raise ZhclsError(f"{file}: not a unigram tokenizer.json (its model is not of type Unigram)")
+    return spec
+
+
+def _tokenizer_config(path: Path) -> dict:
+    config_file = path / "tokenizer_config.json"
+    if not config_file.is_file():
+        return {}
+    try:
+        return json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ZhclsError(f"{config_file}: cannot read tokenizer config ({e})") from None
+
+
+def _max_length(config: dict) -> int:
+    max_len = config.get("model_max_length")
+    # transformers writes a huge number (1e30) when the limit is unknown.
+    return max_len if isinstance(max_len, int) and 3 <= max_len <= 100_000 else DEFAULT_MAX_SEQ_LENGTH
 
 
 def _longest_first(n_a: int, n_b: int, budget: int) -> tuple[int, int]:

@@ -9,7 +9,13 @@ exactly the results ``predict`` gives for its own texts. Requests whose ``predic
 per kind and batch.
 
 The queue is bounded in requests (``max_queue``): a full queue refuses at once (`QueueFull`, HTTP
-429), so memory stays bounded under any burst. This module imports neither torch nor the web stack.
+429), so memory stays bounded under any burst. A request whose future is cancelled (its client went
+away, or its deadline passed) leaves the count at once and is never computed.
+
+`stop` refuses new requests (`Stopping`, HTTP 503), answers every request it accepted (the one being
+gathered too: the worker stops waiting out ``max_delay`` and runs what it holds), and after
+``drain_timeout`` seconds fails whatever is still unanswered with `Stopping`, so no caller waits forever.
+This module imports neither torch nor the web stack.
 """
 from __future__ import annotations
 
@@ -25,7 +31,14 @@ class QueueFull(Exception):
     """The batcher holds ``max_queue`` requests already; the caller should retry later."""
 
 
-@dataclass
+class Stopping(Exception):
+    """The batcher is stopping: no new requests, and an accepted one not answered within the drain time."""
+
+
+_END = object()  # put on the queue by stop(), after the last request accepted: the worker's signal to finish
+
+
+@dataclass(eq=False)  # hashed by identity: kept in sets until answered
 class _Request:
     texts: list
     options: tuple  # sorted (name, value) pairs of predict's keyword arguments
@@ -50,51 +63,94 @@ class DynamicBatcher:
         self._queue: asyncio.Queue[_Request] | None = None
         self._carry: _Request | None = None  # taken from the queue, but it did not fit in the last batch
         self._worker: asyncio.Task | None = None
-        self._busy = False  # a batch is between the queue and its answers
+        # Accepted and not answered yet (a request leaves when its future is done: answered, failed or
+        # cancelled by its caller); the ones of the forward being computed are also in _computing.
+        self._open: set[_Request] = set()
+        self._computing: set[_Request] = set()
+        self._stopping = False
+        self._stopped: asyncio.Future | None = None  # stop()'s drain, once started
         # One thread: forwards run one at a time, each using the backend's own intra-op threads.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zhcls-forward")
 
     @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    @property
     def depth(self) -> int:
-        """Requests waiting for a forward (not counting the batch being computed)."""
-        return (self._queue.qsize() if self._queue else 0) + (self._carry is not None)
+        """Requests accepted and waiting for a forward (not counting the forward being computed)."""
+        return len(self._open - self._computing)
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
         self._worker = asyncio.create_task(self._run(), name="zhcls-batcher")
 
-    async def stop(self) -> None:
-        """Answer every request already accepted, then stop the worker."""
-        while self.depth or self._busy:
-            await asyncio.sleep(0.005)
+    async def stop(self, drain_timeout: float = 30.0) -> None:
+        """Refuse new requests, answer every accepted one, stop the worker. What is still unanswered
+        after ``drain_timeout`` seconds (a forward that hangs) fails with `Stopping`. Calling it again
+        waits for the first call to finish."""
+        if self._stopped is None:
+            self._stopping = True
+            self._stopped = asyncio.ensure_future(self._drain(drain_timeout))
+        await asyncio.shield(self._stopped)
+
+    async def _drain(self, drain_timeout: float) -> None:
         if self._worker:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
-        self._executor.shutdown(wait=True)
+            self._queue.put_nowait(_END)  # behind every accepted request: they are all answered first
+            try:
+                await asyncio.wait_for(asyncio.shield(self._worker), drain_timeout)
+            except asyncio.TimeoutError:
+                self._worker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._worker
+        unanswered = [r for r in self._open if not r.future.done()]
+        for r in unanswered:
+            r.future.set_exception(Stopping(f"the server stopped before answering (drain timeout {drain_timeout:g} s)"))
+        # A forward still running in its thread cannot be interrupted: do not wait for it.
+        self._executor.shutdown(wait=not unanswered, cancel_futures=True)
 
     def submit(self, texts: list, **options) -> asyncio.Future:
         """Queue ``texts``; the future resolves to predict's results for them, in order. Raises
         `QueueFull` when ``max_queue`` requests are waiting."""
         if self._queue is None:
             raise RuntimeError("DynamicBatcher.start() has not run")
+        if self._stopping:
+            raise Stopping("the server is stopping")
         if self.depth >= self.max_queue:
             raise QueueFull(f"{self.depth} requests queued (--max_queue {self.max_queue})")
         texts = list(texts)
         pairs = bool(texts) and isinstance(texts[0], (list, tuple))
         request = _Request(texts, tuple(sorted(options.items())), pairs, asyncio.get_running_loop().create_future())
+        self._open.add(request)
+        request.future.add_done_callback(lambda _: self._close(request))
         self._queue.put_nowait(request)
         self._gauge()
         return request.future
+
+    def _close(self, request: _Request) -> None:
+        """Its future is done (answered, failed, or cancelled by a caller that gave up): its slot is free."""
+        self._open.discard(request)
+        self._computing.discard(request)
+        self._gauge()
 
     def _gauge(self) -> None:
         if self.metrics:
             self.metrics.queue_depth.set(self.depth)
 
+    async def _take(self):
+        """The next request still wanted (a cancelled one is dropped here, never computed), or _END."""
+        while True:
+            request = self._carry if self._carry is not None else await self._queue.get()
+            self._carry = None
+            if request is _END or not request.future.done():
+                return request
+
     async def _next_batch(self) -> list[_Request]:
-        """The oldest request, then more until max_batch_size texts or max_delay after the first."""
-        first = self._carry or await self._queue.get()
-        self._carry = None
+        """The oldest request, then more until max_batch_size texts or max_delay after the first; an
+        empty list once stop() was called and every request before it was taken."""
+        first = await self._take()
+        if first is _END:
+            return []
         batch, size = [first], len(first.texts)
         deadline = time.perf_counter() + self.max_delay
         while size < self.max_batch_size:
@@ -108,22 +164,19 @@ class DynamicBatcher:
                     request = self._queue.get_nowait()
             except asyncio.TimeoutError:
                 break
-            if size + len(request.texts) > self.max_batch_size:
-                self._carry = request  # first in line for the next batch, so order is kept
+            if request is _END or size + len(request.texts) > self.max_batch_size:
+                self._carry = request  # first in line for the next batch (stop: run this one now)
                 break
-            batch.append(request)
-            size += len(request.texts)
-        self._gauge()
+            if not request.future.done():
+                batch.append(request)
+                size += len(request.texts)
         return batch
 
     async def _run(self) -> None:
-        while True:
-            batch = await self._next_batch()
-            self._busy = True
-            try:
-                await self._answer(batch)
-            finally:
-                self._busy = False
+        while batch := await self._next_batch():
+            self._computing.update(r for r in batch if not r.future.done())
+            self._gauge()
+            await self._answer(batch)
 
     async def _answer(self, batch: list[_Request]) -> None:
         loop = asyncio.get_running_loop()

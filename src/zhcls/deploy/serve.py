@@ -13,9 +13,13 @@ The server never tokenises or post-processes: requests are merged across clients
     GET  /docs, /openapi.json
 
 Limits answer with a JSON ``{"error": ...}``: a body over ``max_request_bytes`` -> 413, more than
-``max_texts_per_request`` texts -> 413, malformed JSON, wrong types or an empty text -> 422, a full
-queue -> 429 with Retry-After, a model not ready yet -> 503. uvicorn stops accepting on SIGTERM,
-finishes the requests in flight (the batcher answers every request it accepted) and exits 0.
+``max_texts_per_request`` texts, ``max_windows_per_text`` windows or ``max_tokens_per_request``
+tokens -> 413, malformed JSON, wrong types or an empty text -> 422, a full queue -> 429 with
+Retry-After, a model not ready yet or a server stopping -> 503, no answer within ``timeout`` -> 504
+(and the request leaves the queue uncomputed, as it does when its client hangs up). 413 by
+Content-Length, 429 and 503 come before the body is read (`_Admission`). On SIGTERM the batcher
+answers every request it accepted within ``drain_timeout`` (it stops waiting for more texts at
+once), uvicorn finishes the requests in flight, and the process exits 0.
 """
 from __future__ import annotations
 
@@ -27,14 +31,14 @@ from collections.abc import Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from zhcls.deploy.batcher import DynamicBatcher, QueueFull
+from zhcls.deploy.batcher import DynamicBatcher, QueueFull, Stopping
 from zhcls.deploy.serving import ServeConfig, load_predictor, model_version
 from zhcls.errors import ZhclsError
 from zhcls.inference.predictor import Predictor
@@ -103,20 +107,25 @@ def _error(status: int, message: str, headers: dict | None = None) -> JSONRespon
     return JSONResponse({"error": message, "status": status}, status_code=status, headers=headers)
 
 
-class _BodyLimit:
-    """ASGI middleware: bodies over ``limit`` bytes get 413 before the app (or JSON parsing) sees them."""
+class _Admission:
+    """ASGI middleware: a POST is refused before its body is read (413 by Content-Length, or what
+    ``refuse()`` answers: 429 for a full queue, 503 while loading or stopping), and a body that grows
+    past ``limit`` bytes as it streams gets 413 there, so no refused body is ever held whole."""
 
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
+    def __init__(self, app, limit: int, refuse: Callable[[], JSONResponse | None]):
+        self.app, self.limit, self.refuse = app, limit, refuse
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] != "POST":
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
             status = 413 if declared.isdigit() else 400
             return await _error(status, f"request body over --max_request_bytes {self.limit}"
                                 if status == 413 else "bad Content-Length")(scope, receive, send)
+        refused = self.refuse()
+        if refused is not None:
+            return await refused(scope, receive, send)
         body, more = [], True
         size = 0
         while more:  # chunked bodies are counted as they come
@@ -138,6 +147,13 @@ class _BodyLimit:
             return {"type": "http.request", "body": b"".join(body), "more_body": False}
 
         await self.app(scope, replay, send)
+
+
+async def _disconnected(receive) -> None:
+    """Returns once the client has closed its connection: after the body, uvicorn's receive() answers
+    only that (or the end of the response, which is not sent while this waits)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 class _Observe:
@@ -192,12 +208,13 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], Predictor] = lo
         await batcher.start()
         loading = asyncio.create_task(load_in_background())
         yield
-        await batcher.stop()  # uvicorn has finished the requests in flight; this answers what is queued
+        await batcher.stop(cfg.drain_timeout)  # answers what is still queued; 503 for what is not in time
         loading.cancel()
 
     app = FastAPI(title="zhcls", version=version, lifespan=lifespan,
                   description=f"Text classification with model `{name}`. A thin layer over `zhcls.load(...).predict`.")
     app.state.zhcls = state
+    app.state.drain = lambda: batcher.stop(cfg.drain_timeout)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request, exc: RequestValidationError):
@@ -207,35 +224,89 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], Predictor] = lo
         message = "; ".join(f"{'.'.join(str(p) for p in d['loc'])}: {d['msg']}" for d in detail[:3])
         return JSONResponse({"error": message, "status": 422, "detail": detail}, status_code=422)
 
-    async def classify(texts: list, **options) -> list[dict] | JSONResponse:
+    def refuse() -> JSONResponse | None:
+        """Why a new request is refused before its body is read, if it is."""
+        if state["predictor"] is None:
+            return _error(503, "the model is loading", {"Retry-After": "1"})
+        if batcher.stopping:
+            return _error(503, "the server is stopping", {"Retry-After": "1"})
+        if batcher.depth >= cfg.max_queue:
+            return _error(429, f"server busy: {batcher.depth} requests queued (--max_queue {cfg.max_queue})",
+                          {"Retry-After": "1"})
+        return None
+
+    def too_much_work(predictor: Predictor, texts: list) -> JSONResponse | None:
+        """413 when the texts would make more model inputs than the limits allow (sliding windows count)."""
+        windows, tokens = predictor.workload(texts)
+        worst = max(range(len(texts)), key=windows.__getitem__)
+        if windows[worst] > cfg.max_windows_per_text:
+            return _error(413, f"text {worst} needs {windows[worst]} windows; the limit is --max_windows_per_text "
+                               f"{cfg.max_windows_per_text}")
+        if tokens > cfg.max_tokens_per_request:
+            return _error(413, f"the texts make {tokens} tokens; the limit is --max_tokens_per_request "
+                               f"{cfg.max_tokens_per_request}")
+        return None
+
+    async def classify(request: Request, texts: list, **options) -> list[dict] | JSONResponse:
+        """predict(texts) through the batcher, within the request's deadline; the request is dropped
+        from the batcher (never computed) when the deadline passes or the client goes away first."""
+        deadline = time.monotonic() + cfg.timeout
         if len(texts) > cfg.max_texts_per_request:
             return _error(413, f"{len(texts)} texts in one request; the limit is --max_texts_per_request "
                                f"{cfg.max_texts_per_request}")
-        if state["predictor"] is None:
-            return _error(503, "the model is loading", {"Retry-After": "1"})
+        refused = refuse()
+        if refused is not None:
+            return refused
+        predictor = state["predictor"]
+        # Without sliding windows a text is one input of at most max_seq_length tokens: nothing to count
+        # unless that bound passes the limit. Else tokenised off the event loop (a long text takes a while).
+        if (predictor.long_text.policy == "sliding"
+                or len(texts) * predictor.max_seq_length > cfg.max_tokens_per_request):
+            refused = await asyncio.to_thread(too_much_work, predictor, texts)
+            if refused is not None:
+                return refused
         try:
-            results = await batcher.submit(texts, **options)
+            future = batcher.submit(texts, **options)
         except QueueFull as e:
             return _error(429, f"server busy: {e}", {"Retry-After": "1"})
+        except Stopping as e:
+            return _error(503, str(e), {"Retry-After": "1"})
+        gone = asyncio.ensure_future(_disconnected(request.receive))
+        try:
+            done, _ = await asyncio.wait({future, gone}, timeout=max(0.0, deadline - time.monotonic()),
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not future.done():
+                future.cancel()  # its slot is freed; not computed unless its forward has started
+        if future not in done:
+            if gone in done:  # nobody reads the answer; counted in the metrics as nginx counts it
+                return _error(499, "the client closed the connection")
+            return _error(504, f"not answered within --timeout {cfg.timeout:g} s (server overloaded?)",
+                          {"Retry-After": "1"})
+        try:
+            results = future.result()
+        except Stopping as e:
+            return _error(503, str(e), {"Retry-After": "1"})
         except ZhclsError as e:
             return _error(422, str(e))
         metrics.texts.inc(len(texts))
         return results
 
     @app.post("/v1/classify", response_model=ClassifyResponse, tags=["classify"],
-              responses={413: {}, 422: {}, 429: {}, 503: {}})
-    async def v1_classify(body: ClassifyRequest):
+              responses={413: {}, 422: {}, 429: {}, 503: {}, 504: {}})
+    async def v1_classify(body: ClassifyRequest, request: Request):
         """Classify texts (or pairs): the label and score of each, and the k best with ``topk``."""
         texts = [list(t) if isinstance(t, tuple) else t for t in body.texts]
         if len({isinstance(t, list) for t in texts}) > 1:  # refused here, so it never fails a merged batch
             return _error(422, "body.texts: a mix of single texts and pairs; send one kind per request")
-        results = await classify(texts, topk=body.topk)
+        results = await classify(request, texts, topk=body.topk)
         if isinstance(results, JSONResponse):
             return results
         return JSONResponse({"model": name, "version": version, "results": results})
 
-    @app.post("/models/{model}", tags=["classify"], responses={404: {}, 413: {}, 422: {}, 429: {}, 503: {}})
-    async def simple_serving(model: str, body: SimpleServingRequest):
+    @app.post("/models/{model}", tags=["classify"], responses={404: {}, 413: {}, 422: {}, 429: {}, 503: {}, 504: {}})
+    async def simple_serving(model: str, body: SimpleServingRequest, request: Request):
         """PaddleNLP SimpleServing's format: ``{"data": {"text": [...], "text_pair": [...]}, "parameters": {...}}``
         -> ``{"result": {"label": [class ids], "confidence": [scores]}}``."""
         if model != name:
@@ -250,7 +321,7 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], Predictor] = lo
             if not isinstance(limit, (int, float)) or isinstance(limit, bool) or not 0 <= limit <= 1:
                 return _error(422, "parameters.prob_limit must be a number in [0, 1]")
             options["threshold"] = float(limit)
-        results = await classify(texts, **options)
+        results = await classify(request, texts, **options)
         if isinstance(results, JSONResponse):
             return results
         index = {label: i for i, label in enumerate(state["predictor"].labels)}
@@ -277,7 +348,7 @@ def create_app(cfg: ServeConfig, loader: Callable[[ServeConfig], Predictor] = lo
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     routes = {r.path for r in app.routes} | {f"/models/{name}"}
-    app.add_middleware(_BodyLimit, limit=cfg.max_request_bytes)
+    app.add_middleware(_Admission, limit=cfg.max_request_bytes, refuse=refuse)
     app.add_middleware(_Observe, metrics=metrics, routes=lambda: routes)  # added last: runs first, sees every 413
     return app
 
@@ -294,8 +365,17 @@ def run_uvicorn(cfg: ServeConfig) -> None:
 
     app = create_app(cfg, on_load_error=stop)
     config = uvicorn.Config(app, host=cfg.host, port=cfg.port, access_log=cfg.access_log, log_level="info",
-                            timeout_graceful_shutdown=30, lifespan="on")
-    server = uvicorn.Server(config)
+                            timeout_graceful_shutdown=cfg.drain_timeout, lifespan="on",
+                            limit_concurrency=cfg.max_connections, backlog=cfg.backlog)
+    class Server(uvicorn.Server):
+        async def shutdown(self, sockets=None):
+            # uvicorn waits for the requests in flight before the app's lifespan shutdown: the batcher must
+            # stop first (answer what it holds now, not after max_delay; refuse what comes) or they wait.
+            draining = asyncio.ensure_future(app.state.drain())
+            await super().shutdown(sockets)
+            await draining
+
+    server = Server(config)
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it to the handler it found: with this
     # one in place the re-raised signal is a no-op, so a graceful stop exits 0 (what orchestrators expect).
     previous = signal.signal(signal.SIGTERM, lambda *_: None)

@@ -8,60 +8,15 @@ Engines: ``uvicorn`` (`serve.py`: zhcls's ASGI app with its own dynamic batcher;
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 
-from zhcls.errors import ZhclsError
-from zhcls.inference.loading import load, read_meta
+from zhcls.deploy.config import ServeConfig
+from zhcls.inference.loading import load
 from zhcls.inference.predictor import Predictor
 
 # Texts of several lengths, so that warm-up runs the shapes real traffic will (ONNX Runtime and torch
 # both allocate per shape on first use).
 WARMUP_TEXTS = ["头痛", "感冒了吃什么药好得快", "高血压患者平时饮食需要注意什么，可以喝酒吗？" * 4]
-
-
-@dataclass
-class ServeConfig:
-    """`zhcls serve`'s flags."""
-    params_path: str
-    backend: str = "auto"
-    device: str = "cpu"
-    host: str = "127.0.0.1"
-    port: int = 8000
-    name: str | None = None  # default: the params folder's base name
-    model_version: str | None = None  # default: a hash of the model files
-    max_batch_size: int = 32  # texts merged across requests into one predict call
-    # Texts per forward inside that call, after predict() sorts them by length: each forward pads to its
-    # own longest text, so on CPU small forwards of similar lengths beat one padded forward (measured:
-    # 32 merged KUAKE-QIC texts, ERNIE 3.0 Micro, 1 thread: 2.4 ms/text in forwards of 8, 4.6 in one).
-    batch_size: int = 8
-    max_delay_ms: float = 2.0
-    max_queue: int = 256
-    max_texts_per_request: int = 64
-    max_request_bytes: int = 1 << 20
-    max_seq_length: int | None = None
-    threads: int = 0  # 0: the backend's default
-    engine: str = "uvicorn"  # or "triton"
-    access_log: bool = True
-    grpc_port: int | None = None  # triton only; default port + 1
-    metrics_port: int | None = None  # triton only; default port + 2
-
-    @property
-    def model_name(self) -> str:
-        return self.name or Path(self.params_path).resolve().name
-
-    def check(self) -> None:
-        """Flags and the model folder, checked before any engine starts."""
-        for flag in ("max_batch_size", "batch_size", "max_queue", "max_texts_per_request", "max_request_bytes"):
-            if getattr(self, flag) < 1:
-                raise ZhclsError(f"--{flag} must be >= 1")
-        if self.max_delay_ms < 0:
-            raise ZhclsError("--max_delay_ms must be >= 0")
-        if self.engine not in ("uvicorn", "triton"):
-            raise ZhclsError(f"--engine {self.engine}: expected uvicorn or triton")
-        if not 0 <= self.port < 65536:
-            raise ZhclsError(f"--port {self.port}: not a port number")
-        read_meta(self.params_path)  # a missing or broken model folder fails now, not in the background
 
 
 def load_predictor(cfg: ServeConfig) -> Predictor:

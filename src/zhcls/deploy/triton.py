@@ -2,9 +2,10 @@
 
 PyTriton (`nvidia-pytriton`, the `[triton]` extra) ships the tritonserver binary and runs our Python
 function as a Triton model: Triton's dynamic batcher (configured from ``--max_batch_size``,
-``--max_delay_ms`` and ``--max_queue``) merges requests, KServe v2 HTTP on ``--port``, gRPC on
-port+1, Prometheus metrics on port+2, Triton's own health endpoints (/v2/health/ready). Each
-batch is one ``predictor.predict`` call; the model answers every row of it.
+``--max_delay_ms``, and ``--max_queue`` and ``--timeout`` as its queue policy) merges requests,
+KServe v2 HTTP on ``--port``, gRPC on port+1, Prometheus metrics on port+2, Triton's own health
+endpoints (/v2/health/ready). Each batch is one ``predictor.predict`` call; the model answers every
+row of it.
 
 The model ``NAME`` takes ``text`` (BYTES, UTF-8, one per row; pair models also ``text_pair``) and
 answers ``result`` (BYTES: predict()'s dict for that row, as JSON: label, score, ...).
@@ -14,6 +15,10 @@ Two known ways it fails to start, handled here rather than in the user's shell:
   Python, the system's libpython of another patch release is found first and the model fails to
   load (``'_thread.RLock' object has no attribute '_recursion_count'``). The running interpreter's
   own library folder (``sysconfig.get_config_var("LIBDIR")``) goes first on LD_LIBRARY_PATH.
+- The stub's embedded Python ignores PYTHONPATH and takes its packages from the ``python3`` it finds
+  first on PATH: from a virtual environment not activated, that is the base Python's, with its own
+  numpy (measured here: numpy 2, so the stub misreads the text tensors). The running interpreter's
+  folder goes first on PATH.
 - PyTriton 0.7 requires numpy < 2 (its stub mis-reads BYTES tensors under numpy 2: measured here,
   the stub aborts on the first request). With numpy 2 installed we stop with one line saying so.
 """
@@ -24,6 +29,7 @@ import logging
 import os
 import platform
 import signal
+import sys
 import sysconfig
 
 import numpy as np
@@ -56,12 +62,16 @@ def check_platform() -> None:
         raise ZhclsError("--engine triton needs PyTriton: pip install 'zhcls[triton]' (nvidia-pytriton)") from None
 
 
-def server_environment(env: dict) -> dict:
-    """``env`` with this interpreter's libpython folder first on LD_LIBRARY_PATH (Triton's Python stub
-    must load the libpython this process runs, not another one the system has)."""
-    libdir = sysconfig.get_config_var("LIBDIR")
-    paths = [p for p in env.get("LD_LIBRARY_PATH", "").split(":") if p and p != libdir]
-    return {**env, "LD_LIBRARY_PATH": ":".join([libdir, *paths])}
+def server_environment(env: dict, executable: str = sys.executable) -> dict:
+    """``env`` with this interpreter's libpython folder first on LD_LIBRARY_PATH and the folder of
+    ``executable`` first on PATH: Triton's Python stub must load the libpython, and find the packages,
+    of the environment zhcls runs in, not others the system has."""
+    def first(name, value):
+        rest = [p for p in env.get(name, "").split(os.pathsep) if p and p != value]
+        return os.pathsep.join([value, *rest])
+
+    return {**env, "LD_LIBRARY_PATH": first("LD_LIBRARY_PATH", sysconfig.get_config_var("LIBDIR")),
+            "PATH": first("PATH", os.path.dirname(executable))}
 
 
 def infer_function(predictor):
@@ -100,7 +110,9 @@ def run_triton(cfg: ServeConfig) -> None:
                           grpc_port=cfg.grpc_port or cfg.port + 1, metrics_address=cfg.host,
                           metrics_port=cfg.metrics_port or cfg.port + 2, exit_timeout_secs=30)
     batcher = DynamicBatcher(max_queue_delay_microseconds=int(cfg.max_delay_ms * 1000),
-                             default_queue_policy=QueuePolicy(max_queue_size=cfg.max_queue))
+                             # --timeout as Triton's queue timeout: a request still queued then is rejected
+                             default_queue_policy=QueuePolicy(max_queue_size=cfg.max_queue,
+                                                              default_timeout_microseconds=int(cfg.timeout * 1e6)))
     # SIGTERM (Kubernetes, systemd) stops Triton the way Ctrl-C does: in-flight requests finish.
     signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
     try:

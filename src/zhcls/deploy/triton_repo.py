@@ -1,14 +1,24 @@
-"""`zhcls export --triton_repo DIR`: a model repository for the NGC Triton Inference Server container.
+"""`zhcls export --triton_repo DIR`: a model repository for Triton Inference Server, in one of two forms.
+
+``--triton_backend onnxruntime`` (the NGC Triton container, which has the onnxruntime backend):
 
     DIR/NAME/                 ensemble: text (BYTES) -> label (BYTES), score (FP32), one row per text
-    DIR/NAME_tokenizer/       Python backend: zhcls's tokenizer, padded to max_seq_length
+    DIR/NAME_tokenizer/       Python backend: zhcls's tokenizer and long-text cut, padded to max_seq_length
     DIR/NAME_onnx/            onnxruntime backend: the export's model.onnx, dynamic_batching on
     DIR/NAME_postprocess/     Python backend: softmax, the best label and its score for every row
 
-Run it with ``tritonserver --model-repository DIR`` in the container, after ``pip install zhcls`` there
-(the Python steps import its tokenizer and softmax; no torch needed). The tokenizer pads to
-max_seq_length because Triton's dynamic batcher merges only requests of one shape; `zhcls serve`
-(either engine) pads each batch to its own longest text instead. Multi-class models only.
+``--triton_backend python`` (any Triton with the Python backend, PyTriton's bundled server included):
+
+    DIR/NAME/                 Python backend: zhcls's ONNX Runtime predictor, the same inputs and outputs;
+                              its version folder holds the export (model.onnx, config.json, vocabulary)
+
+Both answer as `zhcls.load(export).predict` does, long-text policy included: the ensemble keeps one
+row per text, so it takes truncate and head_tail and refuses sliding (a text's windows would need
+pooling across rows); the python form runs predict() itself and takes all three. Run either with
+``tritonserver --model-repository DIR`` where ``pip install zhcls`` (or zhcls's torch-free ONNX deps)
+is importable by the Python backend. The ensemble pads to max_seq_length because Triton's dynamic
+batcher merges only requests of one shape; the python form pads each batch to its longest text, as
+`zhcls serve` does. Multi-class models only.
 """
 from __future__ import annotations
 
@@ -16,12 +26,14 @@ import json
 import shutil
 from pathlib import Path
 
+from zhcls.data.long_text import LongText
 from zhcls.errors import ZhclsError
 from zhcls.inference.onnx_predictor import INPUT_NAMES, OUTPUT_NAME, VARIANTS
 from zhcls.io import atomic_dir, check_output_dir
 
 MODELS_DIR = Path(__file__).resolve().parent / "triton_models"
-TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+BACKENDS = ("onnxruntime", "python")
 
 
 def _tensors(kind: str, tensors: list[tuple[str, str, list[int]]]) -> str:
@@ -41,9 +53,38 @@ def _step(model: str, inputs: dict[str, str], outputs: dict[str, str]) -> str:
     return f'    {{\n      model_name: "{model}"\n      model_version: -1\n{maps}    }}'
 
 
+ANSWERS = [("label", "TYPE_STRING", [1]), ("score", "TYPE_FP32", [1])]
+
+
+def _text_inputs(pair: bool) -> list:
+    return [("text", "TYPE_STRING", [1])] + ([("text_pair", "TYPE_STRING", [1])] if pair else [])
+
+
+def _batching(max_delay_ms: float) -> str:
+    return f"dynamic_batching {{\n  max_queue_delay_microseconds: {int(max_delay_ms * 1000)}\n}}\n"
+
+
+def _group(instances: int) -> str:
+    return f"instance_group [\n  {{\n    count: {instances}\n    kind: KIND_CPU\n  }}\n]\n"
+
+
+def check_repo(meta: dict, repo_dir, *, backend: str = "onnxruntime", overwrite: bool = False, inputs=()) -> None:
+    """Everything that would refuse the repository, from the model's ``zhcls`` block alone: `zhcls export
+    --triton_repo` calls it with the checkpoint's before it writes the ONNX export."""
+    if backend not in BACKENDS:
+        raise ZhclsError(f"--triton_backend {backend}: choose one of {', '.join(BACKENDS)}")
+    if meta.get("problem_type", "multi_class") != "multi_class":
+        raise ZhclsError(f"--triton_repo: {meta['problem_type']} models are not supported (multi_class only); "
+                         "serve them with `zhcls serve`")
+    if backend == "onnxruntime" and LongText.from_meta(meta).policy == "sliding":
+        raise ZhclsError("--triton_repo: the checkpoint's --long_text sliding pools windows across rows, which the "
+                         "onnxruntime ensemble cannot; use --triton_backend python (predict() inside Triton)")
+    check_output_dir(repo_dir, flag="--triton_repo", overwrite=overwrite, inputs=inputs)
+
+
 def write_triton_repo(export_dir, repo_dir, *, name: str | None = None, max_batch_size: int = 32,
                       max_delay_ms: float = 2.0, variant: str = "fp32", instances: int = 1,
-                      overwrite: bool = False) -> Path:
+                      backend: str = "onnxruntime", overwrite: bool = False) -> Path:
     """The model repository for the export folder ``export_dir`` (from `zhcls export`), written atomically."""
     export_dir, repo_dir = Path(export_dir), Path(repo_dir)
     onnx_file = export_dir / VARIANTS.get(variant, "?")
@@ -52,19 +93,19 @@ def write_triton_repo(export_dir, repo_dir, *, name: str | None = None, max_batc
                          "(zhcls export --output_path)")
     config = json.loads((export_dir / "config.json").read_text(encoding="utf-8"))
     meta = config.get("zhcls", {})
-    if meta.get("problem_type", "multi_class") != "multi_class":
-        raise ZhclsError(f"--triton_repo: {meta['problem_type']} models are not supported (multi_class only); "
-                         "serve them with `zhcls serve`")
+    check_repo(meta, repo_dir, backend=backend, overwrite=overwrite, inputs=[export_dir])
+    long_text = LongText.from_meta(meta)
     labels = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
     name = name or export_dir.resolve().name
-    check_output_dir(repo_dir, flag="--triton_repo", overwrite=overwrite, inputs=[export_dir])
-    settings = {"labels": labels, "task": meta.get("task", "text"), "max_seq_length": meta.get("max_seq_length", 128)}
+    if backend == "python":
+        return _write_python_repo(export_dir, repo_dir, name, labels, meta, max_batch_size=max_batch_size,
+                                  max_delay_ms=max_delay_ms, variant=variant, instances=instances)
+    settings = {"labels": labels, "task": meta.get("task", "text"), "max_seq_length": meta.get("max_seq_length", 128),
+                "long_text": long_text.to_meta()}
     length, pair = settings["max_seq_length"], settings["task"] == "pair"
-    text_inputs = [("text", "TYPE_STRING", [1])] + ([("text_pair", "TYPE_STRING", [1])] if pair else [])
+    text_inputs, answers = _text_inputs(pair), ANSWERS
     ids = [(n, "TYPE_INT64", [length]) for n in INPUT_NAMES]
-    batching = f"dynamic_batching {{\n  max_queue_delay_microseconds: {int(max_delay_ms * 1000)}\n}}\n"
-    group = f"instance_group [\n  {{\n    count: {instances}\n    kind: KIND_CPU\n  }}\n]\n"
-    answers = [("label", "TYPE_STRING", [1]), ("score", "TYPE_FP32", [1])]
+    batching, group = _batching(max_delay_ms), _group(instances)
     models = {
         f"{name}_tokenizer": (_config(f"{name}_tokenizer", "python", max_batch_size, text_inputs, ids, batching + group),
                               "tokenizer.py"),
@@ -93,4 +134,24 @@ def write_triton_repo(export_dir, repo_dir, *, name: str | None = None, max_batc
                 shutil.copy(export_dir / f, tmp / f"{name}_tokenizer" / "1" / f)
         (tmp / name / "1").mkdir(parents=True)  # an ensemble still needs its version folder
         (tmp / name / "config.pbtxt").write_text(ensemble, encoding="utf-8")
+    return repo_dir
+
+
+def _write_python_repo(export_dir: Path, repo_dir: Path, name: str, labels: list, meta: dict, *, max_batch_size: int,
+                       max_delay_ms: float, variant: str, instances: int) -> Path:
+    """One Python model running zhcls's ONNX Runtime predictor over the export's files (its version folder)."""
+    pair = meta.get("task", "text") == "pair"
+    config = _config(name, "python", max_batch_size, _text_inputs(pair), ANSWERS,
+                     _batching(max_delay_ms) + _group(instances))
+    # Each instance runs one predict() at a time: one intra-op thread per core it may use.
+    settings = {"variant": variant, "batch_size": max_batch_size, "threads": 0}
+    with atomic_dir(repo_dir) as tmp:
+        version = tmp / name / "1"
+        version.mkdir(parents=True)
+        (tmp / name / "config.pbtxt").write_text(config, encoding="utf-8")
+        shutil.copy(MODELS_DIR / "classifier.py", version / "model.py")
+        (version / "zhcls.json").write_text(json.dumps(settings, indent=1), encoding="utf-8")
+        for f in {VARIANTS["fp32"], VARIANTS[variant], "config.json", "label.txt", *TOKENIZER_FILES}:
+            if (export_dir / f).exists():
+                shutil.copy(export_dir / f, version / f)
     return repo_dir

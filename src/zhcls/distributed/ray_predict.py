@@ -20,10 +20,11 @@ from tqdm.auto import tqdm
 
 from zhcls.data.streams import field_problem, file_format, input_paths, split_line
 from zhcls.errors import ZhclsError, data_error, require
+from zhcls.inference.config import PredictConfig
 from zhcls.inference.loading import read_meta
 from zhcls.inference.onnx_predictor import OnnxPredictor
 from zhcls.inference.predictor import prediction_row
-from zhcls.inference.streaming import SHOWN_SKIPS, OutputFormat, PredictConfig, Summary
+from zhcls.inference.streaming import SHOWN_SKIPS, OutputFormat, Summary
 from zhcls.io import atomic_open, check_output_files
 
 log = logging.getLogger("zhcls")
@@ -158,7 +159,7 @@ def predict_files(config: PredictConfig) -> Summary:
     output = Path(config.output_file)
     check_output_files([output], flag="--output_file", inputs=paths)
     fmt = OutputFormat(output, meta.get("problem_type", "multi_class") != "multi_class", config.topk)
-    long_text = config.long_text_override(meta)
+    long_text = config.long_text_override(str(params))
     joined = require("ray", "ray", "--engine ray").is_initialized()
     ray = connect(config.address)
     summary = Summary(output)

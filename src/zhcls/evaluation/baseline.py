@@ -27,6 +27,16 @@ def require_sklearn():
     return require("sklearn", "analysis", "the TF-IDF baseline (skip it with --no_baseline)")
 
 
+def skipped_without_sklearn() -> str | None:
+    """The one line that train and evaluate print when they skip the baseline (scikit-learn is an extra:
+    the model is their job, the baseline a comparison beside it); None when it can run."""
+    try:
+        require_sklearn()
+    except ZhclsError:
+        return "skipped the TF-IDF baseline beside the model: it needs scikit-learn: pip install 'zhcls[analysis]'"
+    return None
+
+
 class Baseline:
     """Character n-gram TF-IDF + linear SVM over a fixed label list; `fit`, then `predict_proba` (n, C)."""
 

@@ -15,9 +15,11 @@ import numpy as np
 from zhcls import data
 from zhcls.data.long_text import LongText
 from zhcls.errors import ZhclsError, require
-from zhcls.evaluation import metrics
+from zhcls.evaluation import metrics, report_files
+from zhcls.evaluation.baseline import skipped_without_sklearn
 from zhcls.inference.loading import load, read_meta
 from zhcls.inference.predictor import Predictor, choose_labels, sigmoid, softmax
+from zhcls.io import check_output_files
 
 log = logging.getLogger("zhcls")
 
@@ -59,6 +61,15 @@ def evaluate(params_path, dataset_dir, *, splits=None, output_dir=None, batch_si
         except ZhclsError as e:
             log.warning("%s; writing the text reports only (--no_plot skips the PNG)", e)
             plot = False
+    out = Path(output_dir or Path(params_path) / "eval")
+    written = [out / "report.json"] + [out / f"{kind}_{split}.{ext}" for split in split_examples
+                                       for kind, ext in (("bad_case", "txt"), ("confusion", "txt"), ("confusion", "png"))]
+    root = Path(dataset_dir)
+    check_output_files(written, flag="--output_dir", inputs=[params_path, *(root / f for f in (
+        train_file, dev_file, test_file or "test.txt", label_file))])
+    if baseline and ds.train and (skipped := skipped_without_sklearn()):
+        log.warning("%s", skipped)
+        baseline = False
     predictor = predictor or load(params_path, backend=backend, device=device, batch_size=batch_size,
                                   max_seq_length=max_seq_length)
     if long_text is not None:
@@ -67,7 +78,6 @@ def evaluate(params_path, dataset_dir, *, splits=None, output_dir=None, batch_si
         raise ZhclsError(f"{label_file}: its labels differ from the model's ({len(labels)} vs {len(predictor.labels)} "
                          "labels, or another order); evaluate with the label.txt the model was trained on")
 
-    out = Path(output_dir or Path(params_path) / "eval")
     reports = {}
     for split, examples in split_examples.items():
         texts = data.predictor_inputs(examples)
@@ -76,11 +86,11 @@ def evaluate(params_path, dataset_dir, *, splits=None, output_dir=None, batch_si
         shown = ["\t".join(t) if isinstance(t, tuple) else t for t in texts]
         if problem_type == "multi_class":
             report = metrics.classification_report(labels, y_true, probs)
-            report["bad_cases"] = metrics.write_bad_cases(out / f"bad_case_{split}.txt", shown, labels, y_true, probs)
+            report["bad_cases"] = report_files.write_bad_cases(out / f"bad_case_{split}.txt", shown, labels, y_true, probs)
             (out / f"confusion_{split}.txt").parent.mkdir(parents=True, exist_ok=True)
-            (out / f"confusion_{split}.txt").write_text(metrics.format_confusion(report), encoding="utf-8")
+            (out / f"confusion_{split}.txt").write_text(report_files.format_confusion(report), encoding="utf-8")
             if plot:
-                metrics.plot_confusion(report, out / f"confusion_{split}.png")
+                report_files.plot_confusion(report, out / f"confusion_{split}.png")
         else:
             chosen = predictor.decide(probs, threshold, min_labels=min_labels, max_labels=max_labels,
                                       hierarchy_policy=hierarchy_policy)
@@ -88,16 +98,16 @@ def evaluate(params_path, dataset_dir, *, splits=None, output_dir=None, batch_si
                                                hierarchical=problem_type == "hierarchical")
             report["decision"] = {"thresholds": [threshold] * len(labels) if threshold is not None
                                   else predictor.thresholds.tolist(), "min_labels": min_labels, "max_labels": max_labels}
-            report["bad_cases"] = metrics.write_multilabel_bad_cases(out / f"bad_case_{split}.txt", shown, labels,
+            report["bad_cases"] = report_files.write_multilabel_bad_cases(out / f"bad_case_{split}.txt", shown, labels,
                                                                      y_true, chosen)
         report["long_text"] = predictor.long_text.to_meta()
         if split == "dev" and baseline and ds.train:
-            from zhcls.evaluation.baseline import run_baseline
+            from zhcls.evaluation.baseline import run_baseline  # scikit-learn, imported only when it runs
 
             report["baseline"] = run_baseline(ds).to_dict()
         reports[split] = report
-        log.info("%s", metrics.format_report(report, title=f"{split} ({len(examples)} examples)"))
-    metrics.write_json(out / "report.json", reports)
+        log.info("%s", report_files.format_report(report, title=f"{split} ({len(examples)} examples)"))
+    report_files.write_json(out / "report.json", reports)
     log.info("evaluation files written to %s", out)
     return reports
 

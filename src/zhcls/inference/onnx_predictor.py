@@ -11,13 +11,13 @@ batching, order restoring and the multi-label thresholds live in `Predictor`.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
-from zhcls.data.tokenizer import Tokenizer
+from zhcls.data.tokenizer import Tokenizer, has_tokenizer
 from zhcls.errors import ZhclsError, require
+from zhcls.hardware import cores
 from zhcls.inference.predictor import Predictor, check_max_seq_length
 
 VARIANTS = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
@@ -30,8 +30,7 @@ CUDA = "CUDAExecutionProvider"
 
 def default_threads() -> int:
     """The cores this process may run on (its affinity, not the machine's count), at most 8."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(cores, MAX_DEFAULT_THREADS))
+    return max(1, min(cores(), MAX_DEFAULT_THREADS))
 
 
 def onnxruntime():
@@ -54,6 +53,19 @@ def providers(device: str = "auto") -> list:
     raise ZhclsError(f"--device {device}: expected cpu, gpu or auto")
 
 
+def session_options(threads: int | None = None, *, spinning: bool = False):
+    """The predictor's ONNX Runtime settings (benchmarks and profiles build their sessions from them too)."""
+    options = onnxruntime().SessionOptions()
+    options.intra_op_num_threads = threads or default_threads()
+    options.inter_op_num_threads = 1  # one op at a time: the graph is a chain
+    # Idle threads sleep instead of spinning: on a busy or shared machine spinning threads fight the
+    # other processes (measured: 6.7 vs 4.3 ms/sample, INT8 Micro, 2 threads, loaded 2-core machine);
+    # on an idle one the cost is small for batched work.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    options.log_severity_level = 3  # errors only; ORT's notes about unused initializers are noise here
+    return options
+
+
 class OnnxPredictor(Predictor):
     """`Predictor` whose forward pass is one ONNX Runtime session run."""
 
@@ -63,18 +75,10 @@ class OnnxPredictor(Predictor):
         super().__init__(tokenizer, labels, max_seq_length=max_seq_length, batch_size=batch_size,
                          problem_type=problem_type, task=task, **decision)
         ort = onnxruntime()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or default_threads()
-        options.inter_op_num_threads = 1  # one op at a time: the graph is a chain
-        # Idle threads sleep instead of spinning: on a busy or shared machine spinning threads fight the
-        # other processes (measured: 6.7 vs 4.3 ms/sample, INT8 Micro, 2 threads, loaded 2-core machine);
-        # on an idle one the cost is small for batched work.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3  # errors only; ORT's notes about unused initializers are noise here
         self.model_path, self.variant = Path(model_path), variant
         chosen = providers(device)
         try:
-            self.session = ort.InferenceSession(str(model_path), options, providers=chosen)
+            self.session = ort.InferenceSession(str(model_path), session_options(threads), providers=chosen)
         except Exception as e:  # onnxruntime's own exception types: missing file, bad protobuf, bad graph
             raise ZhclsError(f"{model_path}: ONNX Runtime cannot load it ({str(e).splitlines()[0]})") from None
         names = tuple(i.name for i in self.session.get_inputs())
@@ -94,7 +98,9 @@ class OnnxPredictor(Predictor):
         if not (path / VARIANTS["fp32"]).exists() and (path / "model.safetensors").exists():
             raise ZhclsError(f"{path}: a PyTorch checkpoint, not an export; load it with backend='torch' "
                              f"or export it with `zhcls export --params_path {path}`")
-        missing = [f for f in (VARIANTS["fp32"], "config.json", "vocab.txt") if not (path / f).exists()]
+        missing = [f for f in (VARIANTS["fp32"], "config.json") if not (path / f).exists()]
+        if not has_tokenizer(path):
+            missing.append("vocab.txt or tokenizer.json")
         if missing:
             raise ZhclsError(f"{path}: not a complete zhcls export (missing {', '.join(missing)}); "
                              f"export again with `zhcls export --output_path {path}`")

@@ -92,6 +92,7 @@ class Predictor:
         self.max_seq_length, self.batch_size = max_seq_length, batch_size
         self.problem_type, self.task = problem_type, task
         self.long_text = long_text or LongText()
+        self.long_text.check(max_seq_length - 2)
         self.hierarchy_policy = hierarchy_policy
         self.thresholds = self._read_thresholds(thresholds or {})
 
@@ -134,6 +135,21 @@ class Predictor:
             batch = self.tokenizer.pad([enc.input_ids[i] for i in idx], [enc.token_type_ids[i] for i in idx])
             out[idx] = forward(batch)
         return out
+
+    def workload(self, texts) -> tuple[list[int], int]:
+        """What predict(texts) will compute, before it does: the model inputs of each text (sliding
+        windows count one each) and the tokens of all of them, [CLS] and [SEP] included."""
+        texts_a, texts_b = self._split(texts)
+        if texts_b is not None:  # pairs are cut longest-first to one input each
+            lengths = self.tokenizer.lengths(texts_a + texts_b)
+            pairs = zip(lengths[:len(texts_a)], lengths[len(texts_a):])
+            return [1] * len(texts_a), sum(min(a + b, self.max_seq_length - 3) + 3 for a, b in pairs)
+        budget = self.max_seq_length - 2
+        windows, tokens = [], 0
+        for n in self.tokenizer.lengths(texts_a):
+            windows.append(self.long_text.windows(n, budget))
+            tokens += windows[-1] * (min(n, budget) + 2)
+        return windows, tokens
 
     def predict_proba(self, texts, progress: bool = False) -> np.ndarray:
         texts_a, texts_b = self._split(texts)

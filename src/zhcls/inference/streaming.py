@@ -23,74 +23,21 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from zhcls.data.dataset import read_labels
-from zhcls.data.long_text import LongText
 from zhcls.data.streams import Record, Records, input_paths
 from zhcls.errors import ZhclsError, data_error
+from zhcls.inference.config import PredictConfig
 from zhcls.inference.loading import load, read_meta
-from zhcls.inference.predictor import check_threshold, format_prediction, output_header, prediction_row
+from zhcls.inference.predictor import format_prediction, output_header, prediction_row
 from zhcls.io import check_output_files
 
 log = logging.getLogger("zhcls")
 SHOWN_SKIPS = 20  # malformed records logged one by one; the rest are counted in the summary
-
-
-@dataclass
-class PredictConfig:
-    """Every option of `zhcls predict` (the CLI's flags are these fields)."""
-
-    params_path: str = "./checkpoint"
-    data_file: list[str] = field(default_factory=lambda: ["data.txt"])  # files or globs, relative to dataset_dir
-    dataset_dir: str = "."
-    output_file: str = "output.txt"  # .jsonl: one JSON object per line; else today's text<TAB>label lines
-    label_file: str | None = None
-    input_format: str = "auto"  # auto (from the suffix), text, jsonl, parquet
-    text_field: str = "text"
-    text_pair_field: str = "text_pair"
-    on_error: str = "fail"  # fail or skip
-    resume: bool = False
-    chunk_size: int = 4096
-    topk: int = 1
-    backend: str = "auto"
-    device: str = "auto"
-    batch_size: int = 32
-    max_seq_length: int | None = None
-    threads: int | None = None
-    threshold: float | None = None
-    min_labels: int = 0
-    max_labels: int | None = None
-    hierarchy_policy: str | None = None
-    long_text: str | None = None
-    stride: int | None = None
-    window_pooling: str | None = None
-    engine: str = "local"  # local, or ray (zhcls.distributed)
-    address: str | None = None
-    num_workers: int = 1
-    progress: bool = True
-
-    def decision(self) -> dict:
-        """The keyword arguments of `Predictor.predict` these options set."""
-        return {"topk": self.topk, "threshold": self.threshold, "min_labels": self.min_labels,
-                "max_labels": self.max_labels, "hierarchy_policy": self.hierarchy_policy}
-
-    def long_text_override(self, meta: dict) -> LongText | None:
-        """--long_text / --stride / --window_pooling on top of the checkpoint's policy (None: none given)."""
-        return LongText.from_meta(meta).override(self.long_text, self.stride, self.window_pooling)
-
-    def check(self) -> None:
-        if self.on_error not in ("fail", "skip"):
-            raise ZhclsError(f"--on_error {self.on_error}: expected fail or skip")
-        if self.chunk_size < 1:
-            raise ZhclsError(f"--chunk_size {self.chunk_size}: must be >= 1")
-        if self.topk < 1:
-            raise ZhclsError(f"--topk {self.topk}: must be at least 1")
-        if self.threshold is not None:
-            check_threshold(self.threshold)
 
 
 @dataclass
@@ -161,7 +108,7 @@ def predict_files(config: PredictConfig) -> Summary:
     start = time.perf_counter()
     paths = input_paths(config.data_file, config.dataset_dir)
     meta = read_meta(config.params_path)
-    long_text = config.long_text_override(meta)
+    long_text = config.long_text_override(config.params_path)
     output, partial = Path(config.output_file), partial_path(config.output_file)
     check_output_files([output, partial], flag="--output_file", inputs=paths)
     fmt = OutputFormat(output, meta.get("problem_type", "multi_class") != "multi_class", config.topk)

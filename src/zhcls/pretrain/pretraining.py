@@ -10,56 +10,31 @@ import logging
 import math
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from zhcls import options
 from zhcls.data.tokenizer import MASK, Tokenizer
 from zhcls.errors import ZhclsError
 from zhcls.io import atomic_dir
 from zhcls.models.checkpoint import normalise_names, read_source, write_model_folder
 from zhcls.models.modeling import EncoderConfig
 from zhcls.models.pretrained import load_pretrained
+from zhcls.pretrain.config import PretrainConfig
 from zhcls.pretrain.corpus import Corpus, jieba_word_starts, pack, read_lines, scan, shuffled
 from zhcls.pretrain.heads import MLM_ARCHITECTURES, Electra, MaskedLM
 from zhcls.pretrain.masking import mask_batch
 from zhcls.training.finetune import temporary_vocab
-from zhcls.training.loop import STATE_DIR, Job, LoopConfig, TrainResult, fit, start
+from zhcls.training.loop import STATE_DIR, Job, TrainResult, fit, start
 
 log = logging.getLogger("zhcls")
 
-OBJECTIVES = ("mlm", "electra")
 SHUFFLE_BUFFER = 10_000  # packed sequences held for shuffling (bounded memory, whatever the corpus size)
 EVAL_SEQUENCES = 128  # the first sequences of the corpus, with fixed masks: the score after each epoch
 GENERATOR_DIR = "generator"
-
-
-@dataclass(kw_only=True)
-class PretrainConfig(LoopConfig):
-    """The loop's settings plus the corpus, the model and the objective."""
-
-    corpus: list[str] = field(default_factory=list)
-    model_name: str = "uer/chinese_roberta_L-4_H-256"
-    objective: str = "mlm"
-    mask_prob: float = 0.15
-    whole_word_masking: bool = False
-    max_seq_length: int = 128
-    epochs: int = 1  # one pass over a real corpus is long: --max_steps is the usual budget
-    vocab_file: str | None = None
-    vocab_from_data: bool = False
-    vocab_size: int = 8000
-    cache_dir: str | None = None
-
-    def check(self) -> None:
-        super().check()
-        if self.objective not in OBJECTIVES:
-            raise ZhclsError(f"--objective {self.objective}: choose from {', '.join(OBJECTIVES)}")
-        if not 0 < self.mask_prob < 1:
-            raise ZhclsError(f"--mask_prob {self.mask_prob}: must be between 0 and 1")
-        if not self.corpus:
-            raise ZhclsError("--corpus: name at least one text file or folder")
 
 
 @dataclass
@@ -154,9 +129,13 @@ def _folder_config(config: EncoderConfig, architecture: str, meta: dict) -> dict
     return d
 
 
-def save_pretrained(model: torch.nn.Module, tokenizer: Tokenizer, path, meta: dict) -> None:
-    """The checkpoint folder: encoder + MLM head (or discriminator head, and the generator in generator/)."""
+def save_pretrained(model: torch.nn.Module, tokenizer: Tokenizer, path, meta: dict,
+                    files: dict[str, str] | None = None) -> None:
+    """The checkpoint folder: encoder + MLM head (or discriminator head, and the generator in generator/);
+    ``files`` (name -> text) beside them (the run file)."""
     with atomic_dir(path, keep=(STATE_DIR,)) as tmp:
+        for name, text in (files or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
         state = {k: v for k, v in model.state_dict().items() if not k.startswith("generator.")}
         if isinstance(model, MaskedLM):
             architecture = MLM_ARCHITECTURES[model.config.model_type]
@@ -177,7 +156,7 @@ def pretrain(config: PretrainConfig | None = None, **kwargs) -> TrainResult:
     corpus = scan(cfg.corpus)  # every line checked before any model is built
     log.info("corpus: %d files, %d lines, %.1fM characters", len(corpus.files), corpus.lines, corpus.chars / 1e6)
     model_dir = [cfg.model_name] if Path(cfg.model_name).expanduser().exists() else []
-    rt = start(cfg, inputs=[*cfg.corpus, *model_dir])  # save_dir must be ours to replace, and no input
+    rt = start(cfg, inputs=[*cfg.corpus, *model_dir, *([cfg.vocab_file] if cfg.vocab_file else [])])  # save_dir must be ours to replace, and no input
     # --vocab_from_data: the corpus is streamed into the vocabulary trainer
     vocab_file = temporary_vocab(read_lines(corpus), cfg.vocab_size) if cfg.vocab_from_data else cfg.vocab_file
     try:
@@ -214,7 +193,7 @@ def pretrain(config: PretrainConfig | None = None, **kwargs) -> TrainResult:
                 "pretrain": {"objective": cfg.objective, "whole_word_masking": cfg.whole_word_masking,
                              "mask_prob": cfg.mask_prob, "global_step": record["step"], "epoch": record["epoch"],
                              "sequences": n_sequences, **last_eval}}
-        save_pretrained(model, tokenizer, cfg.save_dir, meta)
+        save_pretrained(model, tokenizer, cfg.save_dir, meta, files=options.checkpoint_run_file(cfg))
 
     job = Job(model, (), loss, evaluate, save_best, metric="mlm_acc" if cfg.objective == "mlm" else "disc_acc",
               name=f"{cfg.model_name} ({cfg.objective})", batches=batches,

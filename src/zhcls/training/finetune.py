@@ -11,14 +11,13 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from zhcls import data
+from zhcls import data, options
 from zhcls.data import hierarchy
 from zhcls.data.long_text import LongText
 from zhcls.data.tokenizer import build_vocab
@@ -27,43 +26,14 @@ from zhcls.evaluation import metrics
 from zhcls.inference.predictor import check_max_seq_length
 from zhcls.inference.torch_predictor import TorchPredictor
 from zhcls.models.checkpoint import save_checkpoint
-from zhcls.models.pretrained import load_pretrained
-from zhcls.training.loop import Job, LoopConfig, Runtime, TrainResult, fit, start
+from zhcls.models.pretrained import load_pretrained, prune_to_texts
+from zhcls.training.config import TrainConfig
+from zhcls.training.loop import Job, Runtime, TrainResult, fit, start
 from zhcls.training.losses import LOSSES, class_weights, classification_loss
+from zhcls.training.probe import fit_head
 
 log = logging.getLogger("zhcls")
 LONG_TEXT_WARNING = 0.1  # warn when this share of the training texts is cut
-
-
-@dataclass(kw_only=True)
-class TrainConfig(LoopConfig):
-    """Every flag of PaddleNLP's multi_class train.py, with its name and default, plus zhcls's own;
-    the loop's flags (batch size, learning rate, epochs, early stopping, ...) come from `LoopConfig`."""
-
-    dataset_dir: str
-    model_name: str = "ernie-3.0-medium-zh"
-    max_seq_length: int = 128
-    init_from_ckpt: str | None = None
-    train_file: str = "train.txt"
-    dev_file: str = "dev.txt"
-    label_file: str = "label.txt"
-    # zhcls's own
-    task: str = "auto"
-    problem_type: str = "multi_class"
-    vocab_file: str | None = None
-    vocab_from_data: bool = False
-    vocab_size: int = 8000
-    cache_dir: str | None = None
-    # multi-label, long texts, imbalanced classes
-    metric: str | None = None  # the dev score: accuracy (multi_class) or micro_f1 by default; macro_f1, weighted_f1
-    threshold_min_support: int = 10  # tune a class's own threshold only with this many dev positives
-    hierarchy_policy: str = "add_parents"
-    long_text: str = "truncate"
-    stride: int = 0
-    window_pooling: str = "mean"
-    class_weights: str = "none"  # none | balanced | FILE (label<TAB>weight)
-    loss: str = "ce"  # ce | focal (multi-label: BCE or its focal form)
-    focal_gamma: float = 2.0
 
 
 def temporary_vocab(texts: Iterable[str], vocab_size: int) -> str:
@@ -122,17 +92,22 @@ def train(config: TrainConfig | None = None, **kwargs) -> TrainResult:
     ds = data.load_dataset(cfg.dataset_dir, train_file=cfg.train_file, dev_file=cfg.dev_file,
                            label_file=cfg.label_file, task=cfg.task, problem_type=cfg.problem_type)
     long_text = LongText(cfg.long_text, cfg.stride, cfg.window_pooling)
+    long_text.check(cfg.max_seq_length - 2)
     metric = _metric(cfg, ds.problem_type)
     multi_class = ds.problem_type == "multi_class"
     train_targets = data.encode_labels(ds.train, ds.labels, ds.problem_type)
     weights = class_weights(cfg.class_weights, ds.labels, train_targets, ds.problem_type)
     if ds.task == "pair" and long_text.policy != "truncate":
         raise ZhclsError(f"--long_text {long_text.policy}: applies to single texts; pairs are truncated longest-first")
+    if cfg.head_init not in ("random", "probe"):
+        raise ZhclsError(f"--head_init {cfg.head_init}: choose random or probe")
     if cfg.loss not in LOSSES:
         raise ZhclsError(f"--loss {cfg.loss}: choose one of {', '.join(LOSSES)}")
     if cfg.hierarchy_policy not in hierarchy.POLICIES:
         raise ZhclsError(f"--hierarchy_policy {cfg.hierarchy_policy}: choose one of {', '.join(hierarchy.POLICIES)}")
     inputs = [cfg.dataset_dir, cfg.init_from_ckpt, cfg.vocab_file]
+    if cfg.class_weights not in ("none", "balanced"):  # a file of weights
+        inputs.append(cfg.class_weights)
     if Path(cfg.model_name).expanduser().exists():  # a local model folder, not a zoo name or hub id
         inputs.append(cfg.model_name)
     rt = start(cfg, inputs=[p for p in inputs if p])
@@ -146,6 +121,9 @@ def train(config: TrainConfig | None = None, **kwargs) -> TrainResult:
     check_max_seq_length(cfg.max_seq_length, model.config.max_position_embeddings)
     if cfg.init_from_ckpt:
         _load_weights(model, cfg.init_from_ckpt)
+    if cfg.prune_vocab:
+        examples = [*ds.train, *ds.dev, *(ds.test or [])]
+        model, tokenizer = prune_to_texts(model, tokenizer, [t for e in examples for t in (e.text_a, e.text_b) if t])
     model.to(rt.device)
     meta = {"task": ds.task, "problem_type": ds.problem_type, "max_seq_length": cfg.max_seq_length,
             "base_model": cfg.model_name, "init_random": cfg.init_random, "metric": metric,
@@ -190,11 +168,17 @@ def train(config: TrainConfig | None = None, **kwargs) -> TrainResult:
     def save_best(record: dict) -> None:
         extra = {"thresholds": dict(tuned)} if tuned else {}
         save_checkpoint(model, tokenizer, cfg.save_dir, {**meta, **extra, "best_dev_score": record["score"],
-                                                         "best_epoch": record["epoch"], "global_step": record["step"]})
+                                                         "best_epoch": record["epoch"], "global_step": record["step"]},
+                        files=options.checkpoint_run_file(cfg))  # `zhcls train --config CKPT` reruns it
         if tuned:
             log.info("dev %s %.4f at the tuned thresholds (global %.2f: %.4f, fixed 0.5: %.4f)", metric,
                      record["score"], tuned["global"], tuned["dev_at_global"], tuned["dev_at_0.5"])
 
+    if cfg.head_init == "probe" and not cfg.resume:
+        order = np.argsort([len(ids) for ids in train_x.input_ids])  # similar lengths together: less padding
+        chunks = [order[i:i + max(64, cfg.batch_size)] for i in range(0, len(order), max(64, cfg.batch_size))]
+        fit_head(model, lambda: (padded_batch(tokenizer, train_x, idx, rt.device) for idx in chunks),
+                 train_y[owner[np.concatenate(chunks)]], multi_class=multi_class)
     log.info("%s: %d training examples (%s, %d labels)", cfg.model_name, len(ds.train), ds.task, len(ds.labels))
     job = Job(model, [len(ids) for ids in train_x.input_ids], loss, evaluate, save_best, metric=metric,
               name=cfg.model_name)

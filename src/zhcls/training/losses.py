@@ -17,8 +17,7 @@ import torch.nn.functional as F
 
 from zhcls import data
 from zhcls.errors import ZhclsError, data_error
-
-LOSSES = ("ce", "focal")
+from zhcls.training.config import LOSSES
 
 
 def class_weights(spec: str, labels: list[str], targets: np.ndarray, problem_type: str) -> np.ndarray | None:
