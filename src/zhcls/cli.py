@@ -73,37 +73,11 @@ def cmd_evaluate(cfg: EvaluateConfig) -> None:
 
 
 def cmd_predict(cfg: PredictConfig) -> None:
-    from pathlib import Path
-
-    from zhcls import data
-    from zhcls.inference.loading import load, read_meta
-    from zhcls.inference.predictor import write_predictions
-    from zhcls.io import check_output_files
-
-    # Validate the input and the flags before loading the model.
-    cfg.check_threshold()
-    long_text = cfg.long_text_override(cfg.params_path)
-    meta = read_meta(cfg.params_path)
-    examples = data.read_texts(Path(cfg.dataset_dir) / cfg.data_file, meta.get("task", "auto"))
-    if not examples:
-        raise ZhclsError(f"{Path(cfg.dataset_dir) / cfg.data_file}: no text to predict")
-    check_output_files([cfg.output_file], flag="--output_file", inputs=[
-        Path(cfg.dataset_dir) / cfg.data_file, cfg.params_path,
-        *([Path(cfg.dataset_dir) / cfg.label_file] if cfg.label_file else [])])
-    predictor = load(cfg.params_path, backend=cfg.backend, device=cfg.device, batch_size=cfg.batch_size,
-                     max_seq_length=cfg.max_seq_length)
-    if cfg.label_file:
-        labels = data.read_labels(Path(cfg.dataset_dir) / cfg.label_file, predictor.problem_type)
-        if labels != predictor.labels:
-            raise ZhclsError(f"{cfg.label_file}: labels differ from the model's ({', '.join(predictor.labels[:5])}, ...)")
-    if long_text is not None:
-        predictor.long_text = long_text
-    texts = data.predictor_inputs(examples)
-    results = predictor.predict(texts, topk=cfg.topk, threshold=cfg.threshold, progress=cfg.progress,
-                                min_labels=cfg.min_labels, max_labels=cfg.max_labels,
-                                hierarchy_policy=cfg.hierarchy_policy)
-    write_predictions(cfg.output_file, texts, results, topk=cfg.topk)
-    print(f"{len(results)} predictions written to {cfg.output_file}")
+    if cfg.engine == "ray":
+        from zhcls.distributed import predict_files
+    else:
+        from zhcls.inference.streaming import predict_files
+    print(predict_files(cfg).line())
 
 
 def cmd_models(cfg: None) -> None:
@@ -351,7 +325,8 @@ COMMANDS = {
     "train": Command(cmd_train, TrainConfig, "fine-tune a model on a dataset folder (keeps the best dev checkpoint)"),
     "evaluate": Command(cmd_evaluate, EvaluateConfig, "accuracy, top-k, per-class P/R/F1, confusion matrix and bad "
                         "cases"),
-    "predict": Command(cmd_predict, PredictConfig, "label every line of data.txt"),
+    "predict": Command(cmd_predict, PredictConfig, "label every line of data.txt (or JSONL / Parquet files, streamed; "
+                       "--engine ray across machines)"),
     "models": Command(cmd_models, None, "list the model zoo"),
     "export": Command(cmd_export, ExportConfig, "verified ONNX export (fused graph, optional INT8) for ONNX Runtime",
                       epilog="exit status: 0 exported (with INT8 when asked); 2 error, nothing written; 3 the INT8 "

@@ -6,6 +6,9 @@ imports no torch, so the ONNX backend runs in a deployment image without it.
 """
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable, Iterator
+
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -214,6 +217,15 @@ class Predictor:
             results.append(r)
         return results
 
+    def predict_iter(self, texts: Iterable, chunk_size: int = 4096, **options) -> Iterator[dict]:
+        """`predict` over an iterable of any length, ``chunk_size`` texts at a time: memory bounded by a chunk
+        (length-sorted batches inside it), results in input order as each chunk is done."""
+        if chunk_size < 1:
+            raise ZhclsError(f"--chunk_size {chunk_size}: must be >= 1")
+        texts = iter(texts)
+        while chunk := list(itertools.islice(texts, chunk_size)):
+            yield from self.predict(chunk, **options)
+
     def _split(self, texts) -> tuple[list[str], list[str] | None]:
         if isinstance(texts, str):
             raise ZhclsError("predict() takes a list of texts (or of (text_a, text_b) pairs), not one string")
@@ -228,20 +240,39 @@ class Predictor:
         return texts, None
 
 
+def output_header(multi_label: bool, topk: int = 1) -> str:
+    """The first line of `write_predictions`' format."""
+    return ("text\tlabels\tscores" if multi_label else "text\tlabel\tconfidence") + ("\ttopk" if topk > 1 else "")
+
+
+def format_prediction(text, result: dict) -> str:
+    """One output line (no line end) of `write_predictions`' format for a text (or pair) and its result."""
+    shown = "\t".join(text) if isinstance(text, (tuple, list)) else text
+    if "labels" in result:
+        line = f"{shown}\t{','.join(result['labels'])}\t{','.join(f'{s:.4f}' for s in result['scores'])}"
+    else:
+        line = f"{shown}\t{result['label']}\t{result['score']:.4f}"
+    if "topk" in result:
+        line += "\t" + " ".join(f"{label}:{score:.4f}" for label, score in result["topk"])
+    return line
+
+
+def prediction_row(text, result: dict) -> dict:
+    """A text (or pair) and its result as one flat record (JSON lines, Ray Data, Parquet)."""
+    pair = isinstance(text, (tuple, list))
+    row = {"text": text[0], "text_pair": text[1]} if pair else {"text": text}
+    row.update(result)
+    if "topk" in row:
+        row["topk"] = [{"label": label, "score": score} for label, score in row["topk"]]
+    return row
+
+
 def write_predictions(path, texts, results: list[dict], *, topk: int = 1) -> None:
     """PaddleNLP's predict.py output: a header, then one line per input: ``text<TAB>label<TAB>confidence``
     (multi-class) or ``text<TAB>label1,label2<TAB>score1,score2`` (multi-label, as PaddleNLP's multi_label
     predict). With topk > 1 a ``topk`` column follows: the k best ``label:score``, space-separated."""
     multi_label = bool(results) and "labels" in results[0]
-    header = "text\tlabels\tscores" if multi_label else "text\tlabel\tconfidence"
     with atomic_open(path) as f:
-        f.write(header + ("\ttopk" if topk > 1 else "") + "\n")
+        f.write(output_header(multi_label, topk) + "\n")
         for text, r in zip(texts, results):
-            shown = "\t".join(text) if isinstance(text, (tuple, list)) else text
-            if multi_label:
-                line = f"{shown}\t{','.join(r['labels'])}\t{','.join(f'{s:.4f}' for s in r['scores'])}"
-            else:
-                line = f"{shown}\t{r['label']}\t{r['score']:.4f}"
-            if topk > 1:
-                line += "\t" + " ".join(f"{label}:{score:.4f}" for label, score in r["topk"])
-            f.write(line + "\n")
+            f.write(format_prediction(text, r) + "\n")
