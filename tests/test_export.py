@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -138,12 +139,16 @@ def test_int8_gate_accepts_and_refuses(ernie_export, small_dataset, tmp_path):
     checkpoint, out, report = ernie_export
     int8 = report["variants"]["int8"]
     assert int8["accepted"] and (out / "model.int8.onnx").exists()
-    assert int8["drop"] <= 0.5 and int8["prediction_agreement"] >= 0.9 and int8["bytes"] < report["variants"]["fp32"]["bytes"] / 3
+    assert int8["drop"] <= 0.5 and int8["prediction_agreement"] >= 0.9 and int8["bytes"] < report["variants"]["fp32"]["bytes"]
+    # --quantize int8 tries static first: calibrated, QDQ, per-channel weights, of the plain graph.
+    assert int8["method"] == "static" and int8["per_channel"] and len(int8["attempts"]) == 1
+    assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(out / "model.int8.onnx")).graph.node}
     with pytest.raises(ZhclsError, match="INT8 refused"):
-        export(checkpoint, tmp_path / "refused", quantize="int8", dataset_dir=small_dataset, max_accuracy_drop=-1,
+        export(checkpoint, tmp_path / "refused", quantize="int8-dynamic", dataset_dir=small_dataset, max_accuracy_drop=-1,
                optimize=False, progress=False)
     refused = json.loads((tmp_path / "refused" / "export_report.json").read_text())["variants"]["int8"]
-    assert not refused["accepted"] and len(refused["attempts"]) == 3  # per-tensor, per-channel, reduce-range
+    assert not refused["accepted"] and len(refused["attempts"]) == 3  # dynamic: per-tensor, per-channel, reduce-range
+    assert {a["method"] for a in refused["attempts"]} == {"dynamic"}
     assert (tmp_path / "refused" / "model.onnx").exists() and not (tmp_path / "refused" / "model.int8.onnx").exists()
     with pytest.raises(ZhclsError, match="needs --dataset_dir"):
         export(checkpoint, tmp_path / "x", quantize="int8", progress=False)
@@ -216,7 +221,7 @@ def test_clear_errors(ernie_export, small_dataset, tmp_path):
     (empty / "dev.txt").write_text("", encoding="utf-8")
     with pytest.raises(ZhclsError, match="dev.txt: the file has no data lines"):
         export(checkpoint, tmp_path / "x", dataset_dir=empty, progress=False)
-    with pytest.raises(ZhclsError, match="only int8"):
+    with pytest.raises(ZhclsError, match="--quantize int4: expected one of int8, int8-dynamic, int8-static"):
         export(checkpoint, tmp_path / "x", quantize="int4", progress=False)
     with pytest.raises(ZhclsError, match="opset 14 or newer"):
         export(checkpoint, tmp_path / "x", opset=13, progress=False)

@@ -202,3 +202,29 @@ def test_torchrun_two_processes_split_the_batches(kq, shared, tmp_path):
     saved = load_file(tmp_path / "ddp/model.safetensors")
     np.testing.assert_array_equal(saved["classifier.weight"], rank0["classifier.weight"])
     assert zhcls.load(tmp_path / "ddp").predict(["头疼怎么办"])[0]["label"] in tokenizer_labels(kq)
+
+
+def test_fused_adamw_makes_the_loops_update():
+    """The loop's AdamW is fused where the device has it (faster: benchmarks/engine.py); it must compute the
+    per-parameter loop's update, decay groups included."""
+    import copy
+
+    import torch
+    import torch.nn.functional as F
+
+    from zhcls.training.loop import optimizer_for
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 3))
+    twin, start = copy.deepcopy(model), copy.deepcopy(model)
+    fused, loop = optimizer_for(model, 1e-2, 0.01), optimizer_for(twin, 1e-2, 0.01, fused=False)
+    assert fused.defaults["fused"] and not loop.defaults["fused"]
+    x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
+    for _ in range(3):
+        for m, optimizer in ((model, fused), (twin, loop)):
+            F.cross_entropy(m(x), y).backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    for a, b, before in zip(model.parameters(), twin.parameters(), start.parameters()):
+        assert not torch.equal(a, before)  # both took real steps
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

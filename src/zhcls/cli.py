@@ -21,6 +21,7 @@ from zhcls.compress.config import DistillConfig, PruneConfig
 from zhcls.deploy.config import BenchConfig, ExportConfig, ServeConfig
 from zhcls.errors import ZhclsError
 from zhcls.evaluation.config import BaselineConfig, EvaluateConfig
+from zhcls.fewshot.config import EmbedConfig, FewshotConfig, SelectConfig, ZeroshotConfig
 from zhcls.inference.config import PredictConfig
 from zhcls.models.config import ConvertConfig, InspectConfig
 from zhcls.pretrain.config import PretrainConfig
@@ -72,37 +73,11 @@ def cmd_evaluate(cfg: EvaluateConfig) -> None:
 
 
 def cmd_predict(cfg: PredictConfig) -> None:
-    from pathlib import Path
-
-    from zhcls import data
-    from zhcls.inference.loading import load, read_meta
-    from zhcls.inference.predictor import write_predictions
-    from zhcls.io import check_output_files
-
-    # Validate the input and the flags before loading the model.
-    cfg.check_threshold()
-    long_text = cfg.long_text_override(cfg.params_path)
-    meta = read_meta(cfg.params_path)
-    examples = data.read_texts(Path(cfg.dataset_dir) / cfg.data_file, meta.get("task", "auto"))
-    if not examples:
-        raise ZhclsError(f"{Path(cfg.dataset_dir) / cfg.data_file}: no text to predict")
-    check_output_files([cfg.output_file], flag="--output_file", inputs=[
-        Path(cfg.dataset_dir) / cfg.data_file, cfg.params_path,
-        *([Path(cfg.dataset_dir) / cfg.label_file] if cfg.label_file else [])])
-    predictor = load(cfg.params_path, backend=cfg.backend, device=cfg.device, batch_size=cfg.batch_size,
-                     max_seq_length=cfg.max_seq_length)
-    if cfg.label_file:
-        labels = data.read_labels(Path(cfg.dataset_dir) / cfg.label_file, predictor.problem_type)
-        if labels != predictor.labels:
-            raise ZhclsError(f"{cfg.label_file}: labels differ from the model's ({', '.join(predictor.labels[:5])}, ...)")
-    if long_text is not None:
-        predictor.long_text = long_text
-    texts = data.predictor_inputs(examples)
-    results = predictor.predict(texts, topk=cfg.topk, threshold=cfg.threshold, progress=cfg.progress,
-                                min_labels=cfg.min_labels, max_labels=cfg.max_labels,
-                                hierarchy_policy=cfg.hierarchy_policy)
-    write_predictions(cfg.output_file, texts, results, topk=cfg.topk)
-    print(f"{len(results)} predictions written to {cfg.output_file}")
+    if cfg.engine == "ray":
+        from zhcls.distributed import predict_files
+    else:
+        from zhcls.inference.streaming import predict_files
+    print(predict_files(cfg).line())
 
 
 def cmd_models(cfg: None) -> None:
@@ -303,6 +278,38 @@ def cmd_explain(cfg: ExplainConfig) -> None:
     print(f"highlight: {cfg.output_file}")
 
 
+def cmd_embed(cfg: EmbedConfig) -> None:
+    from zhcls.fewshot.embed import embed_file
+
+    vectors = embed_file(cfg)
+    print(f"{vectors.shape[0]} embeddings of size {vectors.shape[1]} written to {cfg.output_file}")
+
+
+def cmd_zeroshot(cfg: ZeroshotConfig) -> None:
+    from zhcls.evaluation.report_files import format_report
+    from zhcls.fewshot.zeroshot import zeroshot
+
+    report = zeroshot(cfg)
+    if report:
+        print(format_report(report, title="zero-shot"))
+    print(f"predictions: {cfg.output_dir}/predictions.txt" + (f", report: {cfg.output_dir}/report.json" if report else ""))
+
+
+def cmd_fewshot(cfg: FewshotConfig) -> None:
+    from zhcls.fewshot.train import fewshot
+
+    result = fewshot(cfg)
+    print(f"few-shot ({cfg.shots} per class): dev accuracy {result.best_score:.4f} in {result.seconds:.0f}s; "
+          f"checkpoint: {result.save_dir}")
+
+
+def cmd_select(cfg: SelectConfig) -> None:
+    from zhcls.fewshot.select import select
+
+    chosen = select(cfg)
+    print(f"{len(chosen)} texts to label first written to {cfg.output_file} (label them, then `zhcls fewshot`)")
+
+
 class Command(NamedTuple):
     """A command: what it runs, the config class its options come from (None: no options), its help;
     or, for a command with kinds (`analyze dirty|sparse`), the kinds as commands of their own."""
@@ -318,14 +325,15 @@ COMMANDS = {
     "train": Command(cmd_train, TrainConfig, "fine-tune a model on a dataset folder (keeps the best dev checkpoint)"),
     "evaluate": Command(cmd_evaluate, EvaluateConfig, "accuracy, top-k, per-class P/R/F1, confusion matrix and bad "
                         "cases"),
-    "predict": Command(cmd_predict, PredictConfig, "label every line of data.txt"),
+    "predict": Command(cmd_predict, PredictConfig, "label every line of data.txt (or JSONL / Parquet files, streamed; "
+                       "--engine ray across machines)"),
     "models": Command(cmd_models, None, "list the model zoo"),
     "export": Command(cmd_export, ExportConfig, "verified ONNX export (fused graph, optional INT8) for ONNX Runtime",
                       epilog="exit status: 0 exported (with INT8 when asked); 2 error, nothing written; 3 the INT8 "
                       "gate refused every mode: the fp32 export IS written (export_report.json: "
                       "variants.int8.accepted is false)"),
-    "bench": Command(cmd_bench, BenchConfig, "dev accuracy and latency per backend (torch, onnx, onnx-fused, "
-                     "onnx-int8)"),
+    "bench": Command(cmd_bench, BenchConfig, "dev accuracy, latency and share of the machine's GEMM ceiling per "
+                     "backend (torch, torch-bf16, onnx, onnx-fused, onnx-int8, onnx-int8-static)"),
     "convert": Command(cmd_convert, ConvertConfig, "PaddleNLP / TensorFlow / HF checkpoint -> Hugging Face folder"),
     "inspect": Command(cmd_inspect, InspectConfig, "format, architecture, parameters, unused / missing tensors of a "
                        "checkpoint", epilog="exit status: 0 convertible; 1 problems found (listed); 2 error "
@@ -349,6 +357,14 @@ COMMANDS = {
                        "rows"),
     "pretrain": Command(cmd_pretrain, PretrainConfig, "continue pretraining (or pretrain) an encoder on a text corpus: "
                         "MLM, wwm, ELECTRA"),
+    "embed": Command(cmd_embed, EmbedConfig, "sentence embeddings (mean pooling, unit length, the model's prefixes) "
+                     "-> .npy / .jsonl"),
+    "zeroshot": Command(cmd_zeroshot, ZeroshotConfig, "classify with no training: cosine between a text and each "
+                        "label's wording"),
+    "fewshot": Command(cmd_fewshot, FewshotConfig, "train from K examples per class: SetFit's contrastive "
+                       "fine-tuning and a logistic-regression head, as an ordinary checkpoint"),
+    "select": Command(cmd_select, SelectConfig, "which K texts of an unlabelled pool to label first (k-means on "
+                      "embeddings, the text nearest each centroid)"),
     "clue": Command(cmd_clue, ClueConfig, "CLUE classification baseline: fine-tune each task, dev table, submission "
                     "files"),
 }

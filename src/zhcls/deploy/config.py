@@ -8,7 +8,7 @@ from pathlib import Path
 from zhcls.errors import ZhclsError
 from zhcls.options import option
 
-BACKENDS = ("torch", "onnx", "onnx-fused", "onnx-int8")
+BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-fused", "onnx-int8", "onnx-int8-static")
 
 
 @dataclass(kw_only=True)
@@ -20,7 +20,9 @@ class ExportConfig:
     overwrite: bool = option(False)
     opset: int | None = option(None, "ONNX opset (default: zhcls's tested one)")
     fp16: bool = option(False, "also write an fp16 graph (for the CUDA provider)")
-    quantize: str | None = option(None, "INT8 dynamic quantisation, gated on dev accuracy", choices=("int8",))
+    quantize: str | None = option(None, "INT8, gated on dev accuracy: int8-static (calibrated on dev: measured "
+                                  "fastest), int8-dynamic, or int8 (static, then dynamic if refused)",
+                                  choices=("int8", "int8-static", "int8-dynamic"))
     max_accuracy_drop: float = option(0.5, "INT8 gate, in accuracy points")
     dataset_dir: str | None = option(None, "dev texts for verification and the INT8 gate")
     dev_file: str = option("dev.txt")
@@ -45,7 +47,8 @@ class BenchConfig:
     dataset_dir: str = option()
     dev_file: str = option("dev.txt")
     label_file: str = option("label.txt")
-    backends: str = option(",".join(BACKENDS), "comma-separated backends to measure")
+    backends: str = option("auto", f"comma-separated backends to measure ({', '.join(BACKENDS)}); auto: all of "
+                           "them, torch-bf16 only on CPUs with native bf16")
     batch_size: int = option(32)
     max_seq_length: int = option(128)
     threads: int | None = option(None)
@@ -56,6 +59,8 @@ class BenchConfig:
     progress: bool = True
 
     def backend_list(self) -> tuple[str, ...]:
+        if self.backends == "auto":
+            return ()  # bench's default_backends(): what this CPU has
         return tuple(b.strip() for b in self.backends.split(",") if b.strip())
 
 

