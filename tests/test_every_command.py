@@ -212,12 +212,47 @@ def test_clue_on_local_data(tiny_ckpt, tiny_dataset, tmp_path, capsys):
     assert all(TNEWS_LABELS[a["label"]] == a["label_desc"] for a in answers)
 
 
+def test_embed_zeroshot_fewshot_select(tiny_ckpt, tiny_dataset, tmp_path, capsys):
+    import numpy as np
+
+    texts = dev_texts(tiny_dataset, 12)
+    data = tmp_path / "texts.txt"
+    data.write_text("".join(t + "\n" for t in texts), encoding="utf-8")
+    vectors = tmp_path / "e.npy"
+    assert cli(capsys, "embed", "--params_path", tiny_ckpt, "--data_file", data, "--output_file", vectors)[0] == 0
+    got = np.load(vectors)
+    assert got.shape[0] == len(texts)
+    assert np.linalg.norm(got, axis=1) == pytest.approx(1.0, abs=1e-4)
+    assert got == pytest.approx(zhcls.load(tiny_ckpt, device="cpu").embed(texts), abs=1e-5)
+
+    out = tmp_path / "zeroshot"
+    code, _, err = cli(capsys, "zeroshot", "--params_path", tiny_ckpt, "--labels", tiny_dataset / "label.txt",
+                       "--data_file", tiny_dataset / "dev.txt", "--output_dir", out)
+    assert code == 0, err
+    rows = (out / "predictions.txt").read_text(encoding="utf-8").splitlines()
+    assert len(rows) == 1 + len(dev_texts(tiny_dataset))  # header, then every dev line
+    assert json.loads((out / "report.json").read_text(encoding="utf-8"))
+
+    fewshot = tmp_path / "fewshot"
+    code, _, err = cli(capsys, "fewshot", "--dataset_dir", tiny_dataset, "--shots", 4, "--model_name", tiny_ckpt,
+                       "--save_dir", fewshot, "--max_pairs", 32, "--threads", 1)
+    assert code == 0, err
+    labels = (tiny_dataset / "label.txt").read_text(encoding="utf-8").split()
+    assert {r["label"] for r in zhcls.load(fewshot, device="cpu").predict(texts)} <= set(labels)
+
+    picked = tmp_path / "to_label.txt"
+    assert cli(capsys, "select", "--params_path", tiny_ckpt, "--pool", data, "--k", 5, "--output_file", picked)[0] == 0
+    chosen = picked.read_text(encoding="utf-8").splitlines()
+    assert len(chosen) == len(set(chosen)) == 5 and set(chosen) <= set(texts)
+
+
 def test_commands_all_covered():
     """A new command gets its test here, in the self-contained tier."""
     from zhcls.cli import COMMANDS
 
     covered = {"train", "evaluate", "predict", "export", "bench", "convert", "inspect", "models", "serve", "prune",
-               "distill", "baseline", "analyze", "augment", "explain", "pretrain", "clue"}
+               "distill", "baseline", "analyze", "augment", "explain", "pretrain", "clue", "embed", "zeroshot", "fewshot",
+               "select"}
     assert set(COMMANDS) == covered
 
 

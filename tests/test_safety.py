@@ -214,10 +214,10 @@ def test_export_exit_codes(ckpt, kq, tmp_path, capsys):
     occupied.mkdir()
     (occupied / "notes.txt").write_text("mine")
     assert_error(cli(capsys, "export", "--params_path", ckpt, "--output_path", occupied), "did not write")
-    # The INT8 gate refuses (no drop is small enough): exit 3, and the fp32 export is there.
+    # The INT8 gate refuses (no drop is small enough, not even a gain of 100 points): exit 3, and the fp32 export is there.
     out = tmp_path / "onnx"
     assert_error(cli(capsys, "export", "--params_path", ckpt, "--output_path", out, "--dataset_dir", kq,
-                     "--quantize", "int8", "--max_accuracy_drop", -1, "--threads", 1),
+                     "--quantize", "int8", "--max_accuracy_drop", -100, "--threads", 1),
                  "INT8 refused", f"the fp32 export is in {out}", code=3)
     report = json.loads((out / "export_report.json").read_text(encoding="utf-8"))
     assert report["variants"]["int8"]["accepted"] is False

@@ -21,6 +21,7 @@ from zhcls.compress.config import DistillConfig, PruneConfig
 from zhcls.deploy.config import BenchConfig, ExportConfig, ServeConfig
 from zhcls.errors import ZhclsError
 from zhcls.evaluation.config import BaselineConfig, EvaluateConfig
+from zhcls.fewshot.config import EmbedConfig, FewshotConfig, SelectConfig, ZeroshotConfig
 from zhcls.inference.config import PredictConfig
 from zhcls.models.config import ConvertConfig, InspectConfig
 from zhcls.pretrain.config import PretrainConfig
@@ -277,6 +278,38 @@ def cmd_explain(cfg: ExplainConfig) -> None:
     print(f"highlight: {cfg.output_file}")
 
 
+def cmd_embed(cfg: EmbedConfig) -> None:
+    from zhcls.fewshot.embed import embed_file
+
+    vectors = embed_file(cfg)
+    print(f"{vectors.shape[0]} embeddings of size {vectors.shape[1]} written to {cfg.output_file}")
+
+
+def cmd_zeroshot(cfg: ZeroshotConfig) -> None:
+    from zhcls.evaluation.report_files import format_report
+    from zhcls.fewshot.zeroshot import zeroshot
+
+    report = zeroshot(cfg)
+    if report:
+        print(format_report(report, title="zero-shot"))
+    print(f"predictions: {cfg.output_dir}/predictions.txt" + (f", report: {cfg.output_dir}/report.json" if report else ""))
+
+
+def cmd_fewshot(cfg: FewshotConfig) -> None:
+    from zhcls.fewshot.train import fewshot
+
+    result = fewshot(cfg)
+    print(f"few-shot ({cfg.shots} per class): dev accuracy {result.best_score:.4f} in {result.seconds:.0f}s; "
+          f"checkpoint: {result.save_dir}")
+
+
+def cmd_select(cfg: SelectConfig) -> None:
+    from zhcls.fewshot.select import select
+
+    chosen = select(cfg)
+    print(f"{len(chosen)} texts to label first written to {cfg.output_file} (label them, then `zhcls fewshot`)")
+
+
 class Command(NamedTuple):
     """A command: what it runs, the config class its options come from (None: no options), its help;
     or, for a command with kinds (`analyze dirty|sparse`), the kinds as commands of their own."""
@@ -324,6 +357,14 @@ COMMANDS = {
                        "rows"),
     "pretrain": Command(cmd_pretrain, PretrainConfig, "continue pretraining (or pretrain) an encoder on a text corpus: "
                         "MLM, wwm, ELECTRA"),
+    "embed": Command(cmd_embed, EmbedConfig, "sentence embeddings (mean pooling, unit length, the model's prefixes) "
+                     "-> .npy / .jsonl"),
+    "zeroshot": Command(cmd_zeroshot, ZeroshotConfig, "classify with no training: cosine between a text and each "
+                        "label's wording"),
+    "fewshot": Command(cmd_fewshot, FewshotConfig, "train from K examples per class: SetFit's contrastive "
+                       "fine-tuning and a logistic-regression head, as an ordinary checkpoint"),
+    "select": Command(cmd_select, SelectConfig, "which K texts of an unlabelled pool to label first (k-means on "
+                      "embeddings, the text nearest each centroid)"),
     "clue": Command(cmd_clue, ClueConfig, "CLUE classification baseline: fine-tune each task, dev table, submission "
                     "files"),
 }

@@ -12,12 +12,14 @@ The export folder, read by `zhcls.load()` and the ONNX Runtime predictor:
     export_report.json  fusions, measured differences, INT8 dev accuracy before and after
 
 Graph: inputs input_ids, token_type_ids, attention_mask (int64, batch x sequence, both dynamic, padded
-on the right as the tokenizer pads); output logits (float32, batch x labels).
+on the right as the tokenizer pads); outputs logits (float32, batch x labels) and embedding (float32,
+batch x hidden: the mean-pooled, L2-normalised sentence embedding `zhcls embed` gives).
 
 Every variant is checked against PyTorch on dev texts (or generated ones without a dataset) plus edge
 cases: one character, a text cut to max_seq_length beside a short one, pairs. fp32 must stay within
-1e-4 of PyTorch's logits (relative once logits exceed 1), fp16 within 1e-2; INT8 is judged by dev
-accuracy and agreement with fp32. A failed check raises ZhclsError, and the folder is written
+1e-4 of PyTorch's logits (relative once logits exceed 1), fp16 within 1e-2, and their embeddings at a
+cosine of at least 0.9999 (fp16: 0.99) to PyTorch's; INT8 is judged by dev accuracy and agreement with
+fp32, and its embeddings' cosine to fp32's is reported. A failed check raises ZhclsError, and the folder is written
 atomically, so a failed export leaves nothing behind.
 """
 from __future__ import annotations
@@ -41,17 +43,19 @@ from zhcls.errors import ZhclsError
 from zhcls.evaluation import report_files
 from zhcls.evaluation.reports import dev_score
 from zhcls.inference.loading import read_meta
-from zhcls.inference.onnx_predictor import INPUT_NAMES, OUTPUT_NAME, REPORT, VARIANTS, OnnxPredictor
+from zhcls.inference.onnx_predictor import EMBEDDING_NAME, INPUT_NAMES, OUTPUT_NAME, REPORT, VARIANTS, OnnxPredictor
 from zhcls.inference.predictor import Predictor, check_max_seq_length
 from zhcls.inference.torch_predictor import TorchPredictor
 from zhcls.io import atomic_dir, check_output_dir
 from zhcls.models.checkpoint import load_checkpoint
+from zhcls.models.modeling import embedding
 
 log = logging.getLogger("zhcls")
 
 OPSET = 17  # LayerNormalization is a single op from 17 on
 PLAIN = "plain.onnx"  # the traced graph before fusion, while the variants are made
 TOLERANCE = {"fp32": 1e-4, "fp16": 1e-2}
+EMBEDDING_COSINE = {"fp32": 0.9999, "fp16": 0.99}  # the lowest cosine to PyTorch's embedding a variant may give
 PARITY_TEXTS = 128  # dev texts compared with PyTorch; the INT8 gate scores all of dev
 # Dynamic INT8 settings tried in turn until one stays within max_accuracy_drop: per-tensor weights
 # first (fastest), then per-channel scales, then 7-bit reduce-range (for CPUs without VNNI).
@@ -84,8 +88,20 @@ def fold_task_type(model):
     return model
 
 
+class LogitsAndEmbedding(torch.nn.Module):
+    """The graph's two outputs from one encoder pass: the classifier's logits and the sentence embedding."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.config = model, model.config
+
+    def forward(self, input_ids, token_type_ids, attention_mask):
+        hidden, pooled = self.model.backbone(input_ids, token_type_ids, attention_mask)
+        return self.model.head(pooled), embedding(hidden, attention_mask)
+
+
 def to_onnx(model, path, opset: int = OPSET) -> None:
-    """Trace ``model`` (eval mode) to ONNX with dynamic batch and sequence axes."""
+    """Trace ``model`` (eval mode) to ONNX with dynamic batch and sequence axes: logits and embedding."""
     ids = torch.arange(2, 18).reshape(2, 8) % model.config.vocab_size
     types = torch.zeros_like(ids)
     types[:, 5:] = 1
@@ -97,9 +113,11 @@ def to_onnx(model, path, opset: int = OPSET) -> None:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         try:
-            torch.onnx.export(model.eval(), (ids, types, mask), str(path), dynamo=False, opset_version=opset,
-                              input_names=list(INPUT_NAMES), output_names=[OUTPUT_NAME],
-                              dynamic_axes={**{name: axes for name in INPUT_NAMES}, OUTPUT_NAME: {0: "batch"}})
+            torch.onnx.export(LogitsAndEmbedding(model.eval()), (ids, types, mask), str(path), dynamo=False,
+                              opset_version=opset, input_names=list(INPUT_NAMES),
+                              output_names=[OUTPUT_NAME, EMBEDDING_NAME],
+                              dynamic_axes={**{name: axes for name in INPUT_NAMES}, OUTPUT_NAME: {0: "batch"},
+                                            EMBEDDING_NAME: {0: "batch"}})
         except (torch.onnx.errors.OnnxExporterError, RuntimeError) as e:  # e.g. an opset this torch does not know
             raise ZhclsError(f"ONNX export with opset {opset} failed: {str(e).splitlines()[0]}") from None
 
@@ -212,6 +230,12 @@ def compare(ref: np.ndarray, got: np.ndarray, problem_type: str) -> dict:
             "prediction_agreement": float((decide(ref) == decide(got)).all(-1).mean())}
 
 
+def embedding_agreement(ref: np.ndarray, got: np.ndarray) -> dict:
+    """Cosine between two sets of unit-length embeddings, row by row: its mean and minimum."""
+    cosine = (ref.astype(np.float64) * got).sum(axis=1)
+    return {"mean_cosine": float(cosine.mean()), "min_cosine": float(cosine.min())}
+
+
 class Int8Refused(ZhclsError):
     """The INT8 gate refused every mode: the fp32 export IS written. `zhcls export` exits 3 (not 2, which
     means nothing was written), so a script can tell; export_report.json has variants.int8.accepted false."""
@@ -281,17 +305,23 @@ def export(params_path, output_path, *, opset: int = OPSET, fp16: bool = False, 
         bar.set_postfix_str("PyTorch reference")
         torch_predictor = TorchPredictor(model, tokenizer, meta, device="cpu", batch_size=batch_size, max_seq_length=max_len)
         reference = {k: torch_predictor.logits(a, b) for k, (a, b) in cases.items()}
+        embedding_reference = torch_predictor.embed(cases["texts"][0])
 
         def verify(variant: str, path: Path) -> dict:
             got = OnnxPredictor(path, tokenizer, config.labels, **runtime, variant=variant)
             checks = {k: compare(reference[k], got.logits(a, b), problem_type) for k, (a, b) in cases.items()}
             scale = max(1.0, max(float(np.abs(r).max()) for r in reference.values()))
             worst = max(checks, key=lambda k: checks[k]["max_abs_diff"])
-            result = {"max_abs_diff": checks[worst]["max_abs_diff"], "tolerance": TOLERANCE[variant] * scale, "cases": checks}
+            result = {"max_abs_diff": checks[worst]["max_abs_diff"], "tolerance": TOLERANCE[variant] * scale, "cases": checks,
+                      "embedding": embedding_agreement(embedding_reference, got.embed(cases["texts"][0]))}
             if result["max_abs_diff"] > result["tolerance"]:
                 raise ZhclsError(f"{variant} ONNX logits differ from PyTorch by {result['max_abs_diff']:.2e} on "
                                  f"'{worst}' (tolerance {result['tolerance']:.1e}); the export is wrong, nothing written"
                                  + ("; try optimize=False (--no_optimize)" if optimize else ""))
+            if result["embedding"]["min_cosine"] < EMBEDDING_COSINE[variant]:
+                raise ZhclsError(f"{variant} ONNX embeddings differ from PyTorch's: cosine "
+                                 f"{result['embedding']['min_cosine']:.6f} < {EMBEDDING_COSINE[variant]}; the export is "
+                                 "wrong, nothing written")
             return result
 
         step("tracing")
@@ -365,10 +395,13 @@ def _gate_int8(sources: dict[str, Path], dst: Path, methods, dev, texts_a, texts
             quantize_int8_static(sources[method], dst, calibration_batches(fp32_predictor, texts_a, texts_b), **mode)
         else:
             quantize_int8(sources[method], dst, **mode)
-        logits = OnnxPredictor(dst, tokenizer, labels, **runtime, variant="int8").logits(texts_a, texts_b)
+        int8 = OnnxPredictor(dst, tokenizer, labels, **runtime, variant="int8")
+        logits = int8.logits(texts_a, texts_b)
         score_int8 = score(logits)
         attempt = {"method": method, **mode, "dev_int8": score_int8, "drop": result["dev_fp32"] - score_int8,
-                   **compare(base, logits, runtime["problem_type"])}
+                   **compare(base, logits, runtime["problem_type"]),
+                   "embedding": embedding_agreement(fp32_predictor.embed(texts_a[:PARITY_TEXTS]),
+                                                    int8.embed(texts_a[:PARITY_TEXTS]))}
         result["attempts"].append(attempt)
         if attempt["drop"] <= max_drop:
             return {**result, **attempt, "accepted": True}

@@ -101,7 +101,7 @@ def write_triton_repo(export_dir, repo_dir, *, name: str | None = None, max_batc
         return _write_python_repo(export_dir, repo_dir, name, labels, meta, max_batch_size=max_batch_size,
                                   max_delay_ms=max_delay_ms, variant=variant, instances=instances)
     settings = {"labels": labels, "task": meta.get("task", "text"), "max_seq_length": meta.get("max_seq_length", 128),
-                "long_text": long_text.to_meta()}
+                "long_text": long_text.to_meta(), "text_prefix": meta.get("text_prefix", "")}
     length, pair = settings["max_seq_length"], settings["task"] == "pair"
     text_inputs, answers = _text_inputs(pair), ANSWERS
     ids = [(n, "TYPE_INT64", [length]) for n in INPUT_NAMES]

@@ -11,8 +11,9 @@ from zhcls.inference.predictor import Predictor
 
 
 def load(path, *, backend: str = "auto", device: str = "auto", batch_size: int = 32,
-         max_seq_length: int | None = None, **kwargs) -> Predictor:
-    """A predictor for a checkpoint folder (PyTorch) or an export folder with model.onnx (ONNX Runtime)."""
+         max_seq_length: int | None = None, require_head: bool = True, **kwargs) -> Predictor:
+    """A predictor for a checkpoint folder (PyTorch) or an export folder with model.onnx (ONNX Runtime).
+    ``require_head=False`` also loads a pretrained encoder without a trained head, for `Predictor.embed` only."""
     path = Path(path)
     if not path.is_dir():
         raise ZhclsError(f"{path}: no such model folder (expected a checkpoint from `zhcls train` or an export from `zhcls export`)")
@@ -27,7 +28,7 @@ def load(path, *, backend: str = "auto", device: str = "auto", batch_size: int =
     from zhcls.inference.torch_predictor import TorchPredictor
     from zhcls.models.checkpoint import load_checkpoint
 
-    model, tokenizer, meta = load_checkpoint(path)
+    model, tokenizer, meta = load_checkpoint(path, require_head)
     return TorchPredictor(model, tokenizer, meta, device=device, batch_size=batch_size,
                           max_seq_length=max_seq_length, **kwargs)
 

@@ -23,6 +23,7 @@ from zhcls.inference.predictor import Predictor, check_max_seq_length
 VARIANTS = {"fp32": "model.onnx", "int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}
 INPUT_NAMES = ("input_ids", "token_type_ids", "attention_mask")
 OUTPUT_NAME = "logits"
+EMBEDDING_NAME = "embedding"  # the mean-pooled sentence embedding (exports made before `zhcls embed` lack it)
 REPORT = "export_report.json"
 MAX_DEFAULT_THREADS = 8  # more intra-op threads rarely help encoders this small
 CUDA = "CUDAExecutionProvider"
@@ -84,9 +85,20 @@ class OnnxPredictor(Predictor):
         names = tuple(i.name for i in self.session.get_inputs())
         if sorted(names) != sorted(INPUT_NAMES):
             raise ZhclsError(f"{model_path}: inputs {', '.join(names)}; a zhcls export has {', '.join(INPUT_NAMES)}")
+        self.outputs = {o.name: o for o in self.session.get_outputs()}
+
+    @property
+    def embedding_size(self) -> int:
+        if EMBEDDING_NAME not in self.outputs:
+            raise ZhclsError(f"{self.model_path}: this export has no {EMBEDDING_NAME} output (made by an older zhcls); "
+                             "export the checkpoint again to embed with ONNX Runtime")
+        return int(self.outputs[EMBEDDING_NAME].shape[1])
 
     def _forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         return self.session.run([OUTPUT_NAME], batch)[0]
+
+    def _embed(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        return self.session.run([EMBEDDING_NAME], batch)[0]
 
     @classmethod
     def from_dir(cls, path, device: str = "auto", batch_size: int = 32, max_seq_length: int | None = None,

@@ -19,6 +19,8 @@ from zhcls.data.tokenizer import Tokenizer
 from zhcls.errors import ZhclsError
 from zhcls.io import atomic_open
 
+ROLES = ("query", "passage")  # a sentence encoder's prefixes (e5: "query: " / "passage: ")
+
 
 def check_max_seq_length(max_seq_length: int, positions: int) -> int:
     """Every path (train, both predictors, export) refuses lengths the position table cannot embed, and
@@ -85,7 +87,7 @@ class Predictor:
     def __init__(self, tokenizer: Tokenizer, labels: list[str], *, max_seq_length: int = 128,
                  batch_size: int = 32, problem_type: str = "multi_class", task: str = "text",
                  thresholds: dict | None = None, long_text: LongText | None = None,
-                 hierarchy_policy: str = "add_parents"):
+                 hierarchy_policy: str = "add_parents", prefixes: dict | None = None, text_prefix: str = ""):
         if batch_size < 1:
             raise ZhclsError(f"--batch_size {batch_size}: must be >= 1")
         self.tokenizer, self.labels = tokenizer, list(labels)
@@ -95,12 +97,16 @@ class Predictor:
         self.long_text.check(max_seq_length - 2)
         self.hierarchy_policy = hierarchy_policy
         self.thresholds = self._read_thresholds(thresholds or {})
+        # A sentence encoder's instruction prefixes by role (e5: "query: " / "passage: "; none for other models),
+        # and the one a classifier trained on prefixed texts reads (`zhcls fewshot`): both from the zhcls block.
+        self.prefixes, self.text_prefix = dict(prefixes or {}), text_prefix
 
     @staticmethod
     def meta_options(meta: dict) -> dict:
         """The decision settings a checkpoint's zhcls block stores, as keyword arguments of `Predictor`."""
         return {"thresholds": meta.get("thresholds"), "long_text": LongText.from_meta(meta),
-                "hierarchy_policy": meta.get("hierarchy_policy", "add_parents")}
+                "hierarchy_policy": meta.get("hierarchy_policy", "add_parents"), "prefixes": meta.get("prefixes"),
+                "text_prefix": meta.get("text_prefix", "")}
 
     def _read_thresholds(self, stored: dict) -> np.ndarray:
         """Per-class thresholds: the tuned per-class ones, else the tuned global one, else 0.5."""
@@ -115,8 +121,29 @@ class Predictor:
     def _forward(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         raise NotImplementedError
 
+    def _embed(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        """The mean-pooled, L2-normalised sentence embeddings of a padded batch, (batch, embedding_size)."""
+        raise NotImplementedError
+
+    embedding_size: int = 0
+
     def logits(self, texts_a: list[str], texts_b: list[str] | None = None, progress: bool = False) -> np.ndarray:
+        if self.text_prefix:
+            texts_a = [self.text_prefix + t for t in texts_a]
         return self.run(self._forward, len(self.labels), texts_a, texts_b, progress)
+
+    def embed(self, texts, role: str = "query", progress: bool = False) -> np.ndarray:
+        """Sentence embeddings (n, embedding_size), unit length, in input order: the mean of the token states
+        over the attention mask, each text given the model's prefix for ``role`` (query or passage) first.
+        Windows of a long text (the sliding policy) are averaged, then normalised again."""
+        if role not in ROLES:
+            raise ZhclsError(f"--role {role}: choose one of {', '.join(ROLES)}")
+        texts_a, texts_b = self._split(texts)
+        if texts_b is not None:
+            raise ZhclsError("embed() takes single texts, not (text_a, text_b) pairs")
+        prefix = self.prefixes.get(role, "")
+        vectors = self.run(self._embed, self.embedding_size, [prefix + t for t in texts_a], None, progress)
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
     def run(self, forward, width: int, texts_a: list[str], texts_b: list[str] | None = None,
             progress: bool = False) -> np.ndarray:

@@ -23,6 +23,10 @@ class TorchPredictor(Predictor):
         self.model = model.to(self.device).eval()
         self.amp_dtype = amp_dtype(amp, self.device)
 
+    @property
+    def embedding_size(self) -> int:
+        return self.model.config.hidden_size
+
     def _forward(self, batch, features: bool = False):
         inputs = {k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}
         with torch.inference_mode(), torch.autocast(self.device.type, self.amp_dtype or torch.float32,
@@ -30,8 +34,15 @@ class TorchPredictor(Predictor):
             out = self.model.backbone(**inputs)[1] if features else self.model(**inputs)
             return out.float().cpu().numpy()
 
+    def _embed(self, batch):
+        inputs = {k: torch.from_numpy(v).to(self.device) for k, v in batch.items()}
+        with torch.inference_mode(), torch.autocast(self.device.type, self.amp_dtype or torch.float32,
+                                                    enabled=self.amp_dtype is not None):
+            return self.model.embed(**inputs).float().cpu().numpy()
+
     def sentence_features(self, texts, progress: bool = False) -> np.ndarray:
         """The sentence vector the classifier head reads (pooled output, or ELECTRA's [CLS] state), (n, hidden)."""
         texts_a, texts_b = self._split(texts)
+        texts_a = [self.text_prefix + t for t in texts_a]
         return self.run(lambda batch: self._forward(batch, features=True), self.model.config.hidden_size,
                         texts_a, texts_b, progress)

@@ -135,13 +135,14 @@ def save_checkpoint(model: SequenceClassifier, tokenizer: Tokenizer, path, meta:
     return Path(path)
 
 
-def load_checkpoint(path) -> tuple[SequenceClassifier, Tokenizer, dict]:
-    """A checkpoint folder zhcls wrote (or any local model folder): model in eval mode, tokenizer, zhcls block."""
+def load_checkpoint(path, require_head: bool = True) -> tuple[SequenceClassifier, Tokenizer, dict]:
+    """A checkpoint folder zhcls wrote (or any local model folder): model in eval mode, tokenizer, zhcls block.
+    ``require_head=False`` also takes a pretrained encoder (its head stays random): for embeddings only."""
     path = Path(path)
     if not path.is_dir():
         raise ZhclsError(f"--params_path {path}: no such checkpoint folder")
     config, state = read_source(path)
-    if not any(name.startswith("classifier.") for name in state):
+    if require_head and not any(name.startswith("classifier.") for name in state):
         # build_model would give it a random head: garbage predictions with exit 0.
         raise ZhclsError(f"{path}: no trained classifier head (a pretrained encoder, e.g. a `zhcls convert` output); "
                          f"fine-tune it first: zhcls train --model {path} --dataset_dir DATASET")

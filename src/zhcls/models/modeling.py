@@ -287,6 +287,12 @@ def mean_pool(hidden, attention_mask=None):
     return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
+def embedding(hidden, attention_mask=None):
+    """A sentence encoder's embedding (e5, SBERT): `mean_pool`, L2-normalised, so a dot product is the cosine.
+    `zhcls embed`, zero-shot and few-shot read it; the ONNX export carries it as its second output."""
+    return F.normalize(mean_pool(hidden, attention_mask), dim=-1)
+
+
 class ElectraClassificationHead(nn.Module):
     """ELECTRA's head on the [CLS] state: dropout -> dense -> GELU -> dropout -> out_proj."""
 
@@ -342,11 +348,19 @@ class SequenceClassifier(nn.Module):
         layer's output, every one (batch, seq, hidden), as transformers orders them."""
         states = [] if output_hidden_states else None
         _, pooled = self.backbone(input_ids, token_type_ids, attention_mask, states)
-        if self.config.model_type == "electra":
-            logits = self.classifier(pooled)
-        else:
-            logits = self.classifier(self.dropout(pooled))
+        logits = self.head(pooled)
         return (logits, tuple(states)) if output_hidden_states else logits
+
+    def head(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Logits from the pooled sentence vector."""
+        if self.config.model_type == "electra":
+            return self.classifier(pooled)
+        return self.classifier(self.dropout(pooled))
+
+    def embed(self, input_ids, token_type_ids=None, attention_mask=None) -> torch.Tensor:
+        """The sentence embedding, whatever the head reads: `embedding` of the last hidden states."""
+        hidden, _ = self.backbone(input_ids, token_type_ids, attention_mask)
+        return embedding(hidden, attention_mask)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

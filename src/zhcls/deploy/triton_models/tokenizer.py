@@ -22,6 +22,7 @@ class TritonPythonModel:
         here = Path(__file__).resolve().parent
         settings = json.loads((here / "zhcls.json").read_text(encoding="utf-8"))
         self.max_seq_length, self.pair = settings["max_seq_length"], settings["task"] == "pair"
+        self.prefix = settings.get("text_prefix", "")  # e5 few-shot models read "query: " + text, as every predictor
         self.tokenizer = Tokenizer.from_dir(here)
         self.long_text = LongText(**settings.get("long_text", {}))
 
@@ -31,7 +32,7 @@ class TritonPythonModel:
 
         firsts = [texts(r, "text") for r in requests]
         seconds = [t for r in requests for t in texts(r, "text_pair")] if self.pair else None
-        merged = [t for batch in firsts for t in batch]
+        merged = [self.prefix + t for batch in firsts for t in batch]
         if self.pair:
             enc = self.tokenizer.encode(merged, seconds, self.max_seq_length)
         else:  # truncate and head_tail make one piece per text, so rows stay one per text

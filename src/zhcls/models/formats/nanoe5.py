@@ -192,6 +192,8 @@ def read_bundle(path) -> Bundle:
         "bos_token_id": bos, "eos_token_id": eos, "tokenizer_class": "XLMRobertaTokenizer",
         # e5 is trained on the mean of the last hidden states; the bundle carries no pooler.
         "pooling": "mean",
+        # e5 is trained with these before every text: `zhcls embed` / zeroshot / fewshot read them from here.
+        "zhcls": {"prefixes": {"query": "query: ", "passage": "passage: "}},
     }
     return Bundle(config, state, pieces, scores, normalisation)
 
