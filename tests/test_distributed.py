@@ -49,21 +49,23 @@ def config(exported, tmp_path, out, **kw):
 
 def test_ray_output_equals_the_single_machine_output(cluster, exported, texts, tmp_path):
     (tmp_path / "data.txt").write_text("\n".join(texts[:320]) + "\n", encoding="utf-8")
-    local = predict_files(config(exported, tmp_path, "local.txt", topk=2, chunk_size=32))
-    distributed = ray_predict_files(config(exported, tmp_path, "ray.txt", topk=2, chunk_size=32, engine="ray",
+    # The fp32 graph of the export: dynamic INT8 quantises a batch's activations with that batch's range, so its
+    # scores (and near-ties between labels) move with the rows Ray's blocks put in a batch; fp32's only round.
+    fp32 = shutil.copytree(exported, tmp_path / "fp32", ignore=shutil.ignore_patterns("model.int8.onnx"))
+    local = predict_files(config(fp32, tmp_path, "local.txt", topk=2, chunk_size=32))
+    distributed = ray_predict_files(config(fp32, tmp_path, "ray.txt", topk=2, chunk_size=32, engine="ray",
                                            num_workers=2))
     assert local.written == distributed.written == 320
-    # The same rows: texts in order, labels, top-k labels. Scores agree to rounding: dynamic INT8 quantises a
-    # batch's activations with that batch's range, and Ray's blocks may group rows into other batches.
+    # The same rows: texts in order, labels, top-k labels; scores equal up to the last printed digit.
     rows = {name: [line.split("\t") for line in (tmp_path / name).read_text(encoding="utf-8").splitlines()]
             for name in ("local.txt", "ray.txt")}
     assert rows["ray.txt"][0] == rows["local.txt"][0]
     for got, want in zip(rows["ray.txt"][1:], rows["local.txt"][1:], strict=True):
-        assert got[:2] == want[:2] and abs(float(got[2]) - float(want[2])) <= 0.005
+        assert got[:2] == want[:2] and abs(float(got[2]) - float(want[2])) <= 1e-4
         assert [t.rsplit(":", 1)[0] for t in got[3].split()] == [t.rsplit(":", 1)[0] for t in want[3].split()]
     # The Python form on a dataset of the caller's, with its own field name.
     ds = ray.data.from_items([{"q": t} for t in texts[:64]])
-    rows = predict_dataset(ds, exported, text_field="q", rows_per_batch=32).take_all()
+    rows = predict_dataset(ds, fp32, text_field="q", rows_per_batch=32).take_all()
     lines = (tmp_path / "local.txt").read_text(encoding="utf-8").splitlines()[1:65]
     assert [r["text"] for r in rows] == texts[:64] and all(r["problem"] is None for r in rows)
     assert [r["label"] for r in rows] == [line.split("\t")[1] for line in lines]
