@@ -157,7 +157,7 @@ def predict_files(config: PredictConfig) -> Summary:
     if len(kinds) > 1:
         raise ZhclsError(f"--engine ray: the inputs mix formats ({', '.join(sorted(kinds))}); give one format per run")
     output = Path(config.output_file)
-    check_output_files([output], flag="--output_file", inputs=paths)
+    check_output_files([output], flag="--output_file", inputs=config.inputs(paths))
     fmt = OutputFormat(output, meta.get("problem_type", "multi_class") != "multi_class", config.topk)
     long_text = config.long_text_override(str(params))
     joined = require("ray", "ray", "--engine ray").is_initialized()

@@ -89,6 +89,12 @@ class PredictConfig(RuntimeOptions, DecisionOptions):
         return {"topk": self.topk, "threshold": self.threshold, "min_labels": self.min_labels,
                 "max_labels": self.max_labels, "hierarchy_policy": self.hierarchy_policy}
 
+    def inputs(self, paths) -> list:
+        """Everything the command reads (the data files ``paths``, the model, the label file): the output
+        may be none of them."""
+        label_file = [f"{self.dataset_dir}/{self.label_file}"] if self.label_file else []
+        return [*paths, self.params_path, *label_file]
+
     def check(self) -> None:
         """The flags checked before any file is read or model loaded."""
         from zhcls.errors import ZhclsError

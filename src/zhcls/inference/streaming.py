@@ -110,7 +110,7 @@ def predict_files(config: PredictConfig) -> Summary:
     meta = read_meta(config.params_path)
     long_text = config.long_text_override(config.params_path)
     output, partial = Path(config.output_file), partial_path(config.output_file)
-    check_output_files([output, partial], flag="--output_file", inputs=paths)
+    check_output_files([output, partial], flag="--output_file", inputs=config.inputs(paths))
     fmt = OutputFormat(output, meta.get("problem_type", "multi_class") != "multi_class", config.topk)
     records = Records(paths, meta.get("task", "text"), fmt=config.input_format, text_field=config.text_field,
                       text_pair_field=config.text_pair_field, line_safe=not fmt.jsonl)
