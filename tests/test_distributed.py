@@ -20,8 +20,7 @@ def exported(shared, tmp_path_factory):
     shutil.copy(shared / "data" / "kuake_qic" / "label.txt", root)
     lines = (shared / "data" / "kuake_qic" / "dev.txt").read_text(encoding="utf-8").splitlines(keepends=True)
     (root / "dev.txt").write_text("".join(lines[:100]), encoding="utf-8")
-    export(tiny_checkpoint(root / "ckpt", shared, "bert"), root / "export", quantize="int8", dataset_dir=root,
-           max_accuracy_drop=100.0, progress=False)
+    export(tiny_checkpoint(root / "ckpt", shared, "bert"), root / "export", dataset_dir=root, progress=False)
     return root / "export"
 
 
