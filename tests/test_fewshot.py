@@ -90,6 +90,8 @@ def test_onnx_fp32_and_int8_embeddings_match_torch(encoder, shared, texts, tmp_p
     dataset.mkdir()
     shutil.copy(shared / "data" / "kuake_qic" / "label.txt", dataset)
     write_lines(dataset / "dev.txt", (shared / "data" / "kuake_qic" / "dev.txt").read_text(encoding="utf-8").splitlines()[:100])
+    # The gate is opened on purpose: this encoder's classifier head is random, so its dev accuracy says nothing;
+    # what is checked here is the embedding output's cosine, which the gate does not look at.
     assert cli(capsys, "export", "--params_path", encoder, "--output_path", tmp_path / "onnx", "--quantize", "int8",
                "--dataset_dir", dataset, "--max_accuracy_drop", 100)[0] == 0
     report = json.loads((tmp_path / "onnx" / "export_report.json").read_text(encoding="utf-8"))
