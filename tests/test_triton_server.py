@@ -20,9 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from test_export import tiny_checkpoint
 from test_serve import REPO_SRC, free_port
-from zhcls.deploy.export import export
+from test_triton_repo import policy_exports  # noqa: F401  (the fixture)
 from zhcls.deploy.triton import server_environment
 from zhcls.deploy.triton_repo import write_triton_repo
 from zhcls.inference.loading import load
@@ -94,20 +93,9 @@ def query(python: Path, base: str, model: str, outputs: str, texts: list[str]) -
 
 
 @pytest.fixture(scope="module")
-def exports(shared, tmp_path_factory):
-    """Tiny ERNIE exports over KUAKE-QIC's labels whose checkpoints store the sliding and the head_tail policy."""
-    root = tmp_path_factory.mktemp("triton_server")
-    checkpoint = tiny_checkpoint(root / "ckpt", shared, "ernie")
-    folders = {}
-    for policy in ("sliding", "head_tail"):
-        source = root / f"ckpt_{policy}"
-        shutil.copytree(checkpoint, source)
-        config = json.loads((source / "config.json").read_text(encoding="utf-8"))
-        config["zhcls"]["long_text"] = {"policy": policy, "stride": 0, "pooling": "mean"}
-        (source / "config.json").write_text(json.dumps(config, ensure_ascii=False), encoding="utf-8")
-        export(source, root / f"kuake_{policy}", progress=False)
-        folders[policy] = root / f"kuake_{policy}"
-    return folders
+def exports(policy_exports):  # noqa: F811  (the fixture imported above)
+    """The export folders of test_triton_repo's checkpoints that store the sliding and the head_tail policy."""
+    return {policy: folder for policy, (_, folder) in policy_exports.items()}
 
 
 @pytest.fixture(scope="module")
