@@ -1,5 +1,6 @@
 """Helpers shared by the test modules."""
 import shutil
+import socket
 from collections import Counter
 from pathlib import Path
 
@@ -38,3 +39,10 @@ def flip_byte(path: Path, pos: int) -> None:
     data = bytearray(path.read_bytes())
     data[pos] ^= 0xFF
     path.write_bytes(bytes(data))
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for the servers the tests start)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

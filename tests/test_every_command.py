@@ -4,7 +4,6 @@ checkpoint trained here (`tiny_ckpt`). Small and quick: each command does its jo
 is checked against another path to the same answer (torch vs ONNX, the CLI vs the Python API)."""
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ import pytest
 
 import zhcls
 from conftest import TINY_MODEL
+from helpers import free_port
 from zhcls.cli import main
 from zhcls.clue.tasks import TNEWS_LABELS
 
@@ -88,12 +88,6 @@ def test_convert_and_inspect(tiny_ckpt, tiny_dataset, tmp_path, capsys):
 def test_models(capsys):
     code, out, _ = cli(capsys, "models")
     assert code == 0 and "ernie-3.0-medium-zh" in out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_serve(tiny_ckpt, tiny_dataset):

@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
+from helpers import free_port
 from test_export import tiny_checkpoint
 from zhcls.deploy.batcher import DynamicBatcher, QueueFull, Stopping
 from zhcls.deploy.serve import create_app
@@ -28,12 +28,6 @@ from zhcls.errors import ZhclsError
 from zhcls.inference.loading import load
 
 REPO_SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from helpers import free_port
 from test_export import tiny_checkpoint
-from test_serve import REPO_SRC, free_port, running, same, serve_process, wait_ready
+from test_serve import REPO_SRC, running, same, serve_process, wait_ready
 from zhcls.deploy.serve import create_app
 from zhcls.deploy.serving import ServeConfig, load_predictor
 from zhcls.inference.loading import load

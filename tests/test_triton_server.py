@@ -20,7 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from test_serve import REPO_SRC, free_port
+from helpers import free_port
+from test_serve import REPO_SRC
 from test_triton_repo import policy_exports  # noqa: F401  (the fixture)
 from zhcls.deploy.triton import server_environment
 from zhcls.deploy.triton_repo import write_triton_repo
